@@ -1,0 +1,5 @@
+import sys
+
+from bloodcell.cli import main
+
+sys.exit(main())

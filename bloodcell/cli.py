@@ -1,0 +1,164 @@
+"""The command line of DESIGN.md: `python -m bloodcell <command>`.
+
+Exit status 0 on success, 2 on bad input (an unusable image, a missing folder, an unknown run).
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from bloodcell import archs, datasets, runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bloodcell", description="Classify peripheral blood cell images."
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train one architecture and store the run")
+    defaults = {f.name: f.default for f in dataclasses.fields(_config_class())}
+    train.add_argument("--arch", required=True, help=f"one of: {', '.join(archs.REGISTRY)}")
+    train.add_argument("--data", required=True, help="folder with one sub-folder per class")
+    train.add_argument("--image-size", type=int, help="input size in pixels (default: the architecture's)")
+    train.add_argument("--epochs", type=int, default=defaults["epochs"])
+    train.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    train.add_argument("--optimizer", choices=("adam", "sgd", "rmsprop"), default=defaults["optimizer"])
+    train.add_argument("--learning-rate", type=float, default=defaults["learning_rate"])
+    train.add_argument("--schedule", choices=("cosine", "constant"), default=defaults["schedule"])
+    train.add_argument("--warmup-epochs", type=int, default=defaults["warmup_epochs"])
+    train.add_argument("--weight-decay", type=float, default=defaults["weight_decay"])
+    train.add_argument("--label-smoothing", type=float, default=defaults["label_smoothing"])
+    train.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
+    train.add_argument(
+        "--no-shuffle", dest="shuffle", action="store_false", help="keep the training order fixed"
+    )
+    train.add_argument(
+        "--class-weights", action="store_true", help="weight the loss by inverse class frequency"
+    )
+    train.add_argument(
+        "--patience", type=int, default=defaults["patience"], help="early stopping patience (0: off)"
+    )
+    train.add_argument("--test-fraction", type=float, default=defaults["test_fraction"])
+    train.add_argument("--val-fraction", type=float, default=defaults["val_fraction"])
+    train.add_argument("--seed", type=int, default=defaults["seed"])
+    train.add_argument("--no-keep-model", dest="keep_model", action="store_false", help="store metrics only")
+    train.add_argument("--name", default="", help="a label for the run id (default: the architecture)")
+    train.add_argument("--set-default", action="store_true", help="serve predictions from this run")
+    train.set_defaults(command=_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a model on a labelled folder")
+    evaluate.add_argument("--data", required=True, help="folder with one sub-folder per class (any subset)")
+    evaluate.add_argument("--model", help="run id or run directory (default: the default model)")
+    evaluate.add_argument("--out", help="also write the JSON here")
+    evaluate.set_defaults(command=_evaluate)
+
+    predict = sub.add_parser("predict", help="classify images")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--model", help="run id or run directory (default: the default model)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per image, one a line")
+    predict.set_defaults(command=_predict)
+
+    sub.add_parser("archs", help="list the architectures").set_defaults(command=_archs)
+    sub.add_parser("runs", help="list the stored runs").set_defaults(command=_runs)
+
+    audit = sub.add_parser("audit", help="counts, sizes, unreadable files and duplicates of a folder")
+    audit.add_argument("--data", required=True)
+    audit.set_defaults(command=_audit)
+    return parser
+
+
+def _config_class():
+    from bloodcell.training import TrainConfig
+
+    return TrainConfig
+
+
+def _train(args) -> int:
+    from bloodcell import training
+
+    fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
+    config = training.TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    run = training.train(config, log=lambda line: print(line, flush=True))
+    if args.set_default:
+        runs.set_default(run.id)
+        print(f"default model: {run.id}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from bloodcell import evaluation
+    from bloodcell.predictor import Classifier
+
+    classifier = Classifier.load(args.model)
+    dataset = datasets.discover(args.data)
+    unknown = [c for c in dataset.classes if c not in classifier.classes]
+    if unknown:
+        raise ValueError(f"The model was not trained on {', '.join(unknown)}; remove those folders.")
+    x, readable = datasets.load_arrays(dataset, classifier.image_size, cache=False)
+    for path in (f for f, ok in zip(dataset.files, readable, strict=True) if not ok):
+        print(f"skipped unreadable file {path}", file=sys.stderr)
+    labels = [classifier.classes.index(dataset.classes[y]) for y in dataset.labels[readable]]
+    result = evaluation.metrics(labels, classifier.probabilities(x[readable]), classifier.classes)
+    result["model"] = classifier.run.id
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        from bloodcell import storage
+
+        storage.write_bytes(Path(args.out), (text + "\n").encode())
+    return 0
+
+
+def _predict(args) -> int:
+    from bloodcell.predictor import Classifier
+
+    classifier = Classifier.load(args.model)
+    answers = classifier.predict([(path, path) for path in args.images])
+    for answer in answers:
+        if args.json:
+            print(json.dumps(answer.as_dict()))
+        elif answer.error:
+            print(f"{answer.file}: {answer.error}")
+        else:
+            print(
+                f"{answer.file}: {answer.label} ({answer.probabilities[answer.label]:.1%}, {answer.status})"
+            )
+    return 2 if any(a.error for a in answers) else 0
+
+
+def _archs(args) -> int:
+    for arch in archs.REGISTRY.values():
+        print(f"{arch.name:<14} {arch.input_size:>4} px  {arch.description}")
+    return 0
+
+
+def _runs(args) -> int:
+    try:
+        default = runs.default_id()
+    except runs.RunError:
+        default = None
+    for run in runs.all_runs():
+        metrics = run.metrics or {}
+        record = run.record
+        accuracy = f"{metrics['accuracy']:.4f}" if "accuracy" in metrics else "-"
+        mark = "*" if run.id == default else " "
+        print(f"{mark} {run.id:<40} {record.get('arch', '?'):<12} {run.status:<12} accuracy {accuracy}")
+    return 0
+
+
+def _audit(args) -> int:
+    print(json.dumps(datasets.audit(datasets.discover(args.data)), indent=2))
+    return 0

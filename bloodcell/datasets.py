@@ -1,0 +1,200 @@
+"""Dataset discovery, audit, duplicate-aware stratified splits and the decoded-array cache."""
+
+import hashlib
+import os
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+from bloodcell import images, storage
+from bloodcell.classes import CLASSES, canonical_class
+
+
+class DatasetError(ValueError):
+    """A dataset folder that cannot be used; the message names the folder and the fix."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Image files with labels indexing `classes` (a subset of CLASSES, in its order)."""
+
+    root: Path
+    files: tuple[Path, ...]
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    digests: tuple[str, ...] = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the file contents and labels: equal data, equal fingerprint."""
+        h = hashlib.sha256()
+        for digest, label in zip(self.digests, self.labels, strict=True):
+            h.update(f"{digest}:{self.classes[label]}\n".encode())
+        return h.hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def subset(self, index: np.ndarray) -> "Dataset":
+        return Dataset(
+            self.root,
+            tuple(self.files[i] for i in index),
+            self.labels[index],
+            self.classes,
+            tuple(self.digests[i] for i in index),
+        )
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def discover(root: str | Path) -> Dataset:
+    """Find the class folders of `root` (PBC names or common aliases) and their image files.
+
+    Hidden files and files without an image extension are ignored; folders that name no PBC
+    class are refused, so a typo is never silently dropped.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"The data folder {root} does not exist or is not a folder.")
+    found: dict[str, list[Path]] = defaultdict(list)
+    unknown = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        name = canonical_class(folder.name)
+        if name is None:
+            unknown.append(folder.name)
+            continue
+        found[name].extend(_image_files(folder))
+    if unknown:
+        raise DatasetError(
+            f"The folders {', '.join(unknown)} in {root} name no known cell class; "
+            f"rename them to one of: {', '.join(CLASSES)}."
+        )
+    classes = tuple(c for c in CLASSES if found.get(c))
+    if not classes:
+        raise DatasetError(
+            f"{root} holds no class folders with images (expected e.g. {root}/neutrophil/*.jpg)."
+        )
+    files = [f for c in classes for f in found[c]]
+    labels = np.array([i for i, c in enumerate(classes) for _ in found[c]], dtype=np.int64)
+    digests = _parallel(_digest, files)
+    return Dataset(root, tuple(files), labels, classes, tuple(digests))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in images.EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _parallel(function, items):
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        return list(pool.map(function, items))
+
+
+def audit(dataset: Dataset) -> dict:
+    """Counts per class, image sizes, unreadable files, exact duplicates and label conflicts."""
+    sizes: Counter = Counter()
+    unreadable = []
+    for path in dataset.files:
+        try:
+            with Image.open(path) as image:
+                sizes[f"{image.width}x{image.height}"] += 1
+        except Exception:  # noqa: BLE001 - any failure to open means unreadable
+            unreadable.append(str(path))
+    by_digest: dict[str, list[int]] = defaultdict(list)
+    for i, digest in enumerate(dataset.digests):
+        by_digest[digest].append(i)
+    groups = [members for members in by_digest.values() if len(members) > 1]
+    conflicts = [g for g in groups if len({int(dataset.labels[i]) for i in g}) > 1]
+    describe = [[f"{dataset.classes[dataset.labels[i]]}/{dataset.files[i].name}" for i in g] for g in groups]
+    return {
+        "root": str(dataset.root),
+        "n": len(dataset),
+        "classes": list(dataset.classes),
+        "counts": {c: int((dataset.labels == i).sum()) for i, c in enumerate(dataset.classes)},
+        "sizes": dict(sizes.most_common()),
+        "unreadable": unreadable,
+        "duplicate_groups": describe,
+        "label_conflicts": [describe[groups.index(g)] for g in conflicts],
+        "fingerprint": dataset.fingerprint,
+    }
+
+
+def _groups(dataset: Dataset) -> np.ndarray:
+    """One group id per distinct file content, so duplicates always land in one split."""
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(d, len(ids)) for d in dataset.digests])
+
+
+def split(dataset: Dataset, test_fraction: float = 0.3, val_fraction: float = 0.2, seed: int = 0) -> Split:
+    """Stratified, seeded train/validation/test indices; duplicates never cross splits.
+
+    `val_fraction` is a fraction of what remains after the test split (the source work's
+    70/30 split with 20% of training kept for validation).
+    """
+    groups = _groups(dataset)
+    first = {}
+    for i, g in enumerate(groups):
+        first.setdefault(g, i)
+    unique = np.array(sorted(first.values()))
+    rest, test = train_test_split(
+        unique, test_size=test_fraction, stratify=dataset.labels[unique], random_state=seed
+    )
+    train, val = train_test_split(
+        rest, test_size=val_fraction, stratify=dataset.labels[rest], random_state=seed
+    )
+
+    def expand(members: np.ndarray) -> np.ndarray:
+        chosen = set(groups[members].tolist())
+        return np.array([i for i, g in enumerate(groups) if g in chosen], dtype=np.int64)
+
+    return Split(expand(train), expand(val), expand(test))
+
+
+def folds(dataset: Dataset, index: np.ndarray, k: int = 5, seed: int = 0):
+    """Stratified k-fold (train, held-out) index pairs within `index`, duplicates kept together."""
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    groups = _groups(dataset)[index]
+    for train, held in cv.split(index, dataset.labels[index], groups):
+        yield index[train], index[held]
+
+
+def load_arrays(dataset: Dataset, size: int, cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded, resized uint8 images (N, size, size, 3) and a mask of the readable ones.
+
+    Arrays are cached on disk by content, so a second run decodes nothing again.
+    """
+    path = storage.cache_dir() / f"arrays-{dataset.fingerprint}-{size}.npz"
+    if cache and path.exists():
+        with np.load(path) as stored:
+            return stored["x"], stored["ok"]
+
+    def decode(file: Path) -> np.ndarray | None:
+        try:
+            return images.load(file, size)
+        except images.UnusableImage:
+            return None
+
+    decoded = _parallel(decode, dataset.files)
+    ok = np.array([a is not None for a in decoded])
+    blank = np.zeros((size, size, 3), np.uint8)
+    x = np.stack([blank if a is None else a for a in decoded]) if decoded else blank[:0]
+    if cache:
+        storage.write_npz(path, x=x, ok=ok)
+    return x, ok
