@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "GIF", "MPO")
+FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "GIF")
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 32

@@ -1,0 +1,15 @@
+"""bloodcell dashboard: `streamlit run app.py`."""
+
+import streamlit as st
+
+st.set_page_config(page_title="bloodcell", page_icon=":material/biotech:", layout="wide")
+
+navigation = st.navigation(
+    {
+        "Clinical": [
+            st.Page("pages/classify.py", title="Classify cells", icon=":material/biotech:", default=True)
+        ],
+        "About": [st.Page("pages/about.py", title="About", icon=":material/info:")],
+    }
+)
+navigation.run()

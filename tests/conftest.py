@@ -1,0 +1,89 @@
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parent.parent
+POOL = ROOT.parent / "shared" / "data" / "pbc-pool"
+needs_pool = pytest.mark.skipif(
+    not POOL.is_dir(), reason=f"the PBC image pool is not at {POOL} (a fresh machine)"
+)
+
+
+@pytest.fixture
+def artifacts(tmp_path, monkeypatch):
+    """A private artifacts and cache folder, so tests never touch the committed runs."""
+    monkeypatch.setenv("BLOODCELL_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("BLOODCELL_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "artifacts"
+
+
+def cell_image(class_index: int, size: int = 96, seed: int = 0) -> Image.Image:
+    """A generated 'cell': a disc whose colour and size depend on the class, at a random spot."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (size, size), (235, 225, 230))
+    draw = ImageDraw.Draw(image)
+    hue = [
+        (120, 40, 160),
+        (230, 120, 60),
+        (60, 20, 90),
+        (150, 80, 200),
+        (80, 60, 190),
+        (170, 140, 210),
+        (200, 90, 150),
+        (110, 30, 120),
+    ][class_index % 8]
+    radius = size // 6 + (class_index % 4) * size // 16
+    cx, cy = (int(v) for v in rng.integers(radius, size - radius, 2))
+    draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=hue)
+    noise = rng.integers(-6, 7, (size, size, 3))
+    return Image.fromarray(np.clip(np.asarray(image, np.int16) + noise, 0, 255).astype(np.uint8))
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> Path:
+    """Eight class folders of generated cells, with aliased folder names and one stray file."""
+    root = tmp_path / "tiny"
+    names = [
+        "Basophil",
+        "eosinophils",
+        "erythroblast",
+        "immature_granulocytes",
+        "LYMPHOCYTE",
+        "monocyte",
+        "neutrophil",
+        "platelets",
+    ]
+    for k, name in enumerate(names):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(14):
+            cell_image(k, seed=100 * k + i).save(folder / f"cell_{i}.png")
+    (root / "neutrophil" / ".DS_Store").write_bytes(b"\x00\x01")
+    (root / "neutrophil" / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture
+def served_model(artifacts):
+    """An untrained 32 px model stored as a finished default run in the private artifacts."""
+    import streamlit as st
+
+    from bloodcell import archs, runs
+    from bloodcell.classes import CLASSES
+
+    run = runs.create("served", {"arch": "cnn", "classes": list(CLASSES), "image_size": 32,
+                                 "split": {"train": 1, "val": 1, "test": 1}})
+    run.save_model(archs.build("cnn", len(CLASSES), input_size=32))
+    run.update(status="finished")
+    runs.set_default(run.id)
+    st.cache_resource.clear()
+    return run

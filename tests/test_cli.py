@@ -1,0 +1,89 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def bloodcell(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "bloodcell", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def env(artifacts):
+    return {**os.environ}
+
+
+def test_train_evaluate_predict_end_to_end(tiny_dataset, env, tmp_path):
+    trained = bloodcell(
+        "train",
+        "--arch",
+        "cnn",
+        "--data",
+        str(tiny_dataset),
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--set-default",
+        env=env,
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert "epoch 1/1" in trained.stdout and "test accuracy" in trained.stdout
+
+    listed = bloodcell("runs", env=env)
+    assert listed.returncode == 0 and "finished" in listed.stdout and listed.stdout.startswith("*")
+
+    out = tmp_path / "metrics.json"
+    evaluated = bloodcell("evaluate", "--data", str(tiny_dataset), "--out", str(out), env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(out.read_text())
+    assert result["n"] == 8 * 14
+    assert {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "labels", "confusion_matrix"} <= set(
+        result
+    )
+    assert sum(map(sum, result["confusion_matrix"])) == 8 * 14
+
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not an image")
+    good = tiny_dataset / "monocyte" / "cell_0.png"
+    predicted = bloodcell("predict", str(good), str(bad), "--json", env=env)
+    assert predicted.returncode == 2
+    rows = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert rows[0]["label"] in rows[0]["probabilities"] and rows[0]["status"] in ("confident", "review")
+    assert sum(rows[0]["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    assert rows[1]["file"].endswith("notes.jpg") and "not a picture" in rows[1]["error"]
+    assert "Traceback" not in predicted.stderr
+
+
+def test_archs_lists_the_registry(env):
+    listed = bloodcell("archs", env=env)
+    assert listed.returncode == 0 and listed.stdout.split()[0] == "cnn"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--arch", "nonsense", "--data", "."],
+        ["evaluate", "--data", "/no/such/folder", "--model", "missing-run"],
+        ["predict", "x.png", "--model", "../../etc"],
+    ],
+    ids=["unknown-arch", "missing-run", "path-escape"],
+)
+def test_bad_input_exits_2_with_a_sentence(env, args):
+    result = bloodcell(*args, env=env)
+    assert result.returncode == 2
+    assert any(line.startswith("error: ") for line in result.stderr.splitlines())
+    assert "Traceback" not in result.stderr

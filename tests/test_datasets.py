@@ -1,0 +1,112 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from bloodcell import datasets
+from bloodcell.classes import CLASSES, canonical_class
+from tests.conftest import POOL, cell_image, needs_pool
+
+
+@pytest.mark.parametrize(
+    ("folder", "expected"),
+    [
+        ("NEUTROPHIL", "neutrophil"),
+        ("neutrophils", "neutrophil"),
+        ("immature_granulocytes", "ig"),
+        ("Immature Granulocyte", "ig"),
+        ("IG", "ig"),
+        ("platelets", "platelet"),
+        ("Thrombocytes", "platelet"),
+        ("erythroblast", "erythroblast"),
+        ("macrophage", None),
+    ],
+)
+def test_class_aliases(folder, expected):
+    assert canonical_class(folder) == expected
+
+
+def test_discovery_maps_aliases_and_skips_stray_files(tiny_dataset):
+    data = datasets.discover(tiny_dataset)
+    assert data.classes == CLASSES
+    assert len(data) == 8 * 14
+    assert np.bincount(data.labels).tolist() == [14] * 8
+    assert not any(f.name.startswith(".") or f.suffix == ".txt" for f in data.files)
+
+
+def test_discovery_accepts_a_subset_and_refuses_unknown_folders(tmp_path):
+    for name in ("platelet", "monocyte"):
+        (tmp_path / name).mkdir()
+        cell_image(0).save(tmp_path / name / "a.png")
+    assert datasets.discover(tmp_path).classes == ("monocyte", "platelet")
+    (tmp_path / "macrophage").mkdir()
+    with pytest.raises(datasets.DatasetError, match="macrophage"):
+        datasets.discover(tmp_path)
+    with pytest.raises(datasets.DatasetError, match="does not exist"):
+        datasets.discover(tmp_path / "missing")
+
+
+def _with_duplicates(root):
+    """Copy some files across and within classes: exact duplicates, one with a conflicting label."""
+    shutil.copy(root / "Basophil" / "cell_0.png", root / "Basophil" / "cell_copy.png")
+    shutil.copy(root / "monocyte" / "cell_3.png", root / "neutrophil" / "mislabelled.png")
+    (root / "platelets" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return datasets.discover(root)
+
+
+def test_audit_reports_counts_sizes_unreadable_and_duplicates(tiny_dataset):
+    report = datasets.audit(_with_duplicates(tiny_dataset))
+    assert report["counts"]["basophil"] == 15 and report["counts"]["platelet"] == 15
+    assert report["sizes"] == {"96x96": 8 * 14 + 2}
+    assert [p.endswith("broken.png") for p in report["unreadable"]] == [True]
+    assert len(report["duplicate_groups"]) == 2
+    assert report["label_conflicts"] == [["monocyte/cell_3.png", "neutrophil/mislabelled.png"]]
+
+
+def test_split_is_stratified_deterministic_and_keeps_duplicates_together(tiny_dataset):
+    data = _with_duplicates(tiny_dataset)
+    first = datasets.split(data, seed=3)
+    again = datasets.split(data, seed=3)
+    other = datasets.split(data, seed=4)
+    for a, b in zip((first.train, first.val, first.test), (again.train, again.val, again.test), strict=True):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(first.test, other.test)
+    parts = [set(first.train), set(first.val), set(first.test)]
+    assert sum(map(len, parts)) == len(data) and not (
+        parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2]
+    )
+    where = {}
+    for name, part in zip(("train", "val", "test"), parts, strict=True):
+        where.update({data.digests[i]: where.get(data.digests[i], set()) | {name} for i in part})
+    assert all(len(places) == 1 for places in where.values())
+    test_share = np.bincount(data.labels[first.test], minlength=8) / np.bincount(data.labels, minlength=8)
+    assert np.all(np.abs(test_share - 0.3) < 0.1)
+
+
+def test_folds_cover_the_index_once(tiny_dataset):
+    data = datasets.discover(tiny_dataset)
+    index = np.arange(len(data))
+    held = np.concatenate([h for _, h in datasets.folds(data, index, k=5)])
+    assert sorted(held.tolist()) == index.tolist()
+
+
+def test_arrays_are_cached_on_disk(tiny_dataset, artifacts, monkeypatch):
+    data = datasets.discover(tiny_dataset)
+    x, ok = datasets.load_arrays(data, 32)
+    assert x.shape == (len(data), 32, 32, 3) and ok.all()
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(datasets.images, "load", no_decoding)
+    cached, _ = datasets.load_arrays(data, 32)
+    assert np.array_equal(x, cached)
+
+
+@needs_pool
+def test_pool_split_sizes():
+    data = datasets.discover(POOL)
+    assert data.classes == CLASSES and len(data) == 11967
+    split = datasets.split(data)
+    assert len(split.test) == pytest.approx(0.3 * len(data), abs=10)
+    assert len(split.val) == pytest.approx(0.2 * 0.7 * len(data), abs=10)
