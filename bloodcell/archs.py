@@ -7,6 +7,7 @@ followed by a `probabilities` softmax, so training, calibration and serving trea
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 from keras import layers, ops
@@ -25,18 +26,17 @@ class Arch:
     min_size: int
     preprocessing: str
     backbone: bool = False
+    strategy: str = "supervised"
 
 
 REGISTRY: dict[str, Arch] = {}
 
 
-def register(
-    name: str, description: str, input_size: int, min_size: int, preprocessing: str, backbone: bool = False
-):
-    """Add a builder to the registry under `name`."""
+def register(name: str, description: str, input_size: int, min_size: int, preprocessing: str, **options):
+    """Add a builder to the registry under `name`; options: backbone=True, strategy="supcon"."""
 
     def add(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-        REGISTRY[name] = Arch(name, description, builder, input_size, min_size, preprocessing, backbone)
+        REGISTRY[name] = Arch(name, description, builder, input_size, min_size, preprocessing, **options)
         return builder
 
     return add
@@ -107,11 +107,16 @@ class Preprocess(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+# Running statistics that follow the weights within a few dozen steps: with the default 0.99
+# they lag behind fast early training and validation accuracy swings wildly between epochs.
+BN_MOMENTUM = 0.9
+
+
 def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, name: str = ""):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(
         x
     )
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -119,10 +124,10 @@ def _residual(x, filters: int, strides: int, name: str):
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_proj")(x)
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
     y = _conv_bn(x, filters, strides=strides, name=f"{name}_a")
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(y)
-    y = layers.BatchNormalization(gamma_initializer="zeros", name=f"{name}_b_bn")(y)
+    y = layers.BatchNormalization(momentum=BN_MOMENTUM, gamma_initializer="zeros", name=f"{name}_b_bn")(y)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
@@ -134,3 +139,121 @@ def cnn(x, weights=None, widths=(32, 64, 128, 256), blocks=(1, 2, 2, 1)):
             strides = 2 if block == 0 and stage > 0 else 1
             x = _residual(x, filters, strides, name=f"s{stage}b{block}")
     return x
+
+
+@register(
+    "unet", "U-Net-style encoder-decoder with skip connections and a classification head", 64, 32, "unit"
+)
+def unet(x, weights=None, widths=(32, 64, 128, 256)):
+    skips = []
+    for level, filters in enumerate(widths[:-1]):
+        x = _conv_bn(_conv_bn(x, filters, name=f"enc{level}a"), filters, name=f"enc{level}b")
+        skips.append(x)
+        x = layers.MaxPooling2D(name=f"enc{level}_pool")(x)
+    x = _conv_bn(_conv_bn(x, widths[-1], name="bottom_a"), widths[-1], name="bottom_b")
+    bottom = layers.GlobalAveragePooling2D(name="bottom_pool")(x)
+    for level, skip in reversed(list(enumerate(skips))):
+        x = layers.Conv2DTranspose(widths[level], 2, strides=2, padding="same", name=f"dec{level}_up")(x)
+        x = layers.Concatenate(name=f"dec{level}_skip")([x, skip])
+        x = _conv_bn(x, widths[level], name=f"dec{level}")
+    decoded = layers.GlobalAveragePooling2D(name="decoder_pool")(x)
+    return layers.Concatenate(name="features")([bottom, decoded])
+
+
+def _application(factory: str, notop_file: str):
+    """A builder over a keras.applications backbone without its top. Weights: 'imagenet'
+    (Keras downloads and caches them), a local weights file, a folder holding Keras' own
+    file `notop_file`, or None for random initialisation."""
+
+    def builder(x, weights=None):
+        from keras import applications
+
+        create = getattr(applications, factory)
+        shape = tuple(x.shape[1:])
+        if weights == "imagenet":
+            try:
+                backbone = create(include_top=False, weights="imagenet", input_shape=shape)
+            except Exception as error:  # any download failure gets the same advice
+                raise WeightsUnavailable(
+                    f"ImageNet weights for {factory} could not be downloaded ({type(error).__name__}). "
+                    f"Without internet, copy Keras' file {notop_file} into ~/.keras/models/ "
+                    "or pass --weights with the path to that file."
+                ) from error
+            return backbone(x)
+        backbone = create(include_top=False, weights=None, input_shape=shape)
+        if weights is not None:
+            path = Path(weights) / notop_file if Path(weights).is_dir() else Path(weights)
+            if not path.is_file():
+                raise WeightsUnavailable(f"There is no weights file at {path}.")
+            try:
+                backbone.load_weights(path)
+            except (ValueError, OSError, KeyError) as error:
+                raise WeightsUnavailable(f"{path} does not hold {factory} weights ({error}).") from error
+        return backbone(x)
+
+    return builder
+
+
+class WeightsUnavailable(ValueError):
+    """Pretrained weights that could not be downloaded, found or matched to the backbone."""
+
+
+_BACKBONES = {
+    # name: (keras.applications factory, Keras' weights file, preprocessing, min size, description)
+    "resnet50": ("ResNet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "caffe", 32, "ResNet50"),
+    "densenet201": (
+        "DenseNet201",
+        "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "torch",
+        32,
+        "DenseNet-201",
+    ),
+    "vgg16": ("VGG16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "caffe", 32, "VGG-16"),
+    "mobilenetv2": (
+        "MobileNetV2",
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        "tf",
+        32,
+        "MobileNet-V2",
+    ),
+    "inceptionv3": (
+        "InceptionV3",
+        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "tf",
+        75,
+        "InceptionV3",
+    ),
+    "xception": ("Xception", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", "tf", 71, "Xception"),
+}
+for _name, (_factory, _file, _mode, _min, _text) in _BACKBONES.items():
+    register(
+        _name, f"{_text} (ImageNet weights optional)", 299 if _min > 32 else 224, _min, _mode, backbone=True
+    )(_application(_factory, _file))
+
+
+@register(
+    "hybrid",
+    "InceptionV3 + Xception on the same image, pooled features joined, one head",
+    299,
+    75,
+    "tf",
+    backbone=True,
+)
+def hybrid(x, weights=None):
+    inception = REGISTRY["inceptionv3"].builder(x, weights=weights)
+    xception = REGISTRY["xception"].builder(x, weights=weights)
+    pooled = [
+        layers.GlobalAveragePooling2D(name=f"{n}_pool")(f)
+        for n, f in (("inception", inception), ("xception", xception))
+    ]
+    return layers.Concatenate(name="features")(pooled)
+
+
+register(
+    "supcon",
+    "Supervised contrastive learning: the custom CNN encoder + projection head, then a classifier",
+    80,
+    32,
+    "unit",
+    strategy="supcon",
+)(cnn)

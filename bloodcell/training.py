@@ -1,4 +1,9 @@
-"""Training jobs: a frozen config in, a stored run out."""
+"""Training jobs: a frozen config in, a stored run out.
+
+How a model is fitted is a strategy chosen by the architecture's registry entry (plain
+supervised training, or supervised contrastive pre-training then a classifier); data handling
+(SMOTE, class weights, augmentation, shuffling, cross-validation) is shared by all of them.
+"""
 
 import dataclasses
 import os
@@ -11,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from bloodcell import archs, datasets, evaluation, runs
 
@@ -36,7 +42,11 @@ class TrainConfig:
     augment: bool = True
     shuffle: bool = True
     class_weights: bool = False
+    smote: bool = False
+    folds: int = 0
     patience: int = 0
+    head_epochs: int = 5
+    fine_tune: bool = False
     test_fraction: float = 0.3
     val_fraction: float = 0.2
     seed: int = 0
@@ -52,36 +62,42 @@ class TrainConfig:
             raise ValueError(f"Unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch size must be at least 1.")
+        if self.folds == 1 or self.folds < 0:
+            raise ValueError("cross-validation needs at least 2 folds (or 0 for none).")
         if self.image_size is None:
             object.__setattr__(self, "image_size", arch.input_size)
+        if self.weights in ("none", ""):
+            object.__setattr__(self, "weights", None)
+
+
+@dataclass
+class Part:
+    """Images (uint8, N x size x size x 3) and integer labels of one split."""
+
+    x: np.ndarray
+    y: np.ndarray
 
 
 def train(config: TrainConfig, log=print) -> runs.Run:
     """Train `config.arch` on `config.data`, evaluate it on the held-out test split and store the run."""
     dataset = datasets.discover(config.data)
     split = datasets.split(dataset, config.test_fraction, config.val_fraction, config.seed)
-    log(
-        f"data: {len(dataset)} images in {len(dataset.classes)} classes; "
-        f"train {len(split.train)}, validation {len(split.val)}, test {len(split.test)}"
-    )
     x, readable = datasets.load_arrays(dataset, config.image_size)
     if not readable.all():
         log(f"skipped {int((~readable).sum())} unreadable images")
-    part = {name: idx[readable[idx]] for name, idx in dataclasses.asdict(split).items()}
-
-    keras.utils.set_random_seed(config.seed)
-    model = archs.build(config.arch, len(dataset.classes), config.image_size, config.weights)
-    steps = -(-len(part["train"]) // config.batch_size)
-    model.compile(
-        optimizer=_optimizer(config, steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
+    index = {name: idx[readable[idx]] for name, idx in dataclasses.asdict(split).items()}
+    log(
+        f"data: {int(readable.sum())} images in {len(dataset.classes)} classes; "
+        f"train {len(index['train'])}, validation {len(index['val'])}, test {len(index['test'])}"
     )
+    n_classes = len(dataset.classes)
+    probe = archs.build(config.arch, n_classes, config.image_size, config.weights)
     run = runs.create(
         config.name or config.arch,
         {
             "config": dataclasses.asdict(config),
             "arch": config.arch,
+            "method": _method(config),
             "classes": list(dataset.classes),
             "image_size": config.image_size,
             "preprocessing": archs.get(config.arch).preprocessing,
@@ -92,59 +108,56 @@ def train(config: TrainConfig, log=print) -> runs.Run:
                 "fingerprint": dataset.fingerprint,
                 "counts": {c: int((dataset.labels == i).sum()) for i, c in enumerate(dataset.classes)},
             },
-            "split": {k: len(v) for k, v in part.items()},
-            "parameters": int(model.count_params()),
+            "split": {k: len(v) for k, v in index.items()},
+            "parameters": int(probe.count_params()),
             "versions": _versions(),
         },
     )
-    log(f"run {run.id}: {config.arch} at {config.image_size} px, {model.count_params():,} parameters")
-    n_classes = len(dataset.classes)
-    train_data = _batches(x[part["train"]], dataset.labels[part["train"]], n_classes, config, training=True)
-    val_data = _batches(x[part["val"]], dataset.labels[part["val"]], n_classes, config, training=False)
-    callbacks = [
-        Progress(run, steps, config.epochs, log),
-        keras.callbacks.ModelCheckpoint(run.checkpoint_path),
-    ]
-    if config.patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_accuracy", patience=config.patience, restore_best_weights=True
-            )
-        )
+    del probe
+    log(f"run {run.id}: {config.arch} at {config.image_size} px, {_method(config)}")
+    test = Part(x[index["test"]], dataset.labels[index["test"]])
     started = time.time()
-    history = model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=config.epochs,
-        callbacks=callbacks,
-        class_weight=_class_weights(dataset.labels[part["train"]], n_classes)
-        if config.class_weights
-        else None,
-        verbose=0,
-    )
+    if config.folds:
+        pool = np.concatenate([index["train"], index["val"]])
+        fold_results, fold_logits, history = [], [], {}
+        for k, (fit_idx, held_idx) in enumerate(datasets.folds(dataset, pool, config.folds, config.seed)):
+            log(f"fold {k + 1}/{config.folds}")
+            held = Part(x[held_idx], dataset.labels[held_idx])
+            model, history = fit(config, Part(x[fit_idx], dataset.labels[fit_idx]), held, n_classes, run, log)
+            fold_results.append(
+                evaluation.metrics(held.y, predict_probabilities(model, held.x), dataset.classes)
+            )
+            fold_logits.append(predict_logits(model, test.x))
+        logits = np.mean(fold_logits, axis=0)
+        cross_validation = _summarize_folds(fold_results)
+    else:
+        train_part = Part(x[index["train"]], dataset.labels[index["train"]])
+        val_part = Part(x[index["val"]], dataset.labels[index["val"]])
+        model, history = fit(config, train_part, val_part, n_classes, run, log)
+        logits = predict_logits(model, test.x)
+        cross_validation = None
     train_seconds = time.time() - started
 
-    logits = predict_logits(model, x[part["test"]])
-    probabilities = tf.nn.softmax(logits).numpy()
-    result = evaluation.metrics(dataset.labels[part["test"]], probabilities, dataset.classes)
-    run.write_history(history.history)
+    result = evaluation.metrics(test.y, _softmax(logits), dataset.classes)
+    run.write_history(history)
     run.write_predictions(
         logits=logits,
-        labels=dataset.labels[part["test"]],
-        files=np.array([str(dataset.files[i].relative_to(dataset.root)) for i in part["test"]]),
+        labels=test.y,
+        files=np.array([str(dataset.files[i].relative_to(dataset.root)) for i in index["test"]]),
     )
-    run.write_json(
-        "metrics.json", {k: v for k, v in result.items() if k not in ("labels", "confusion_matrix")}
-    )
+    summary = {k: v for k, v in result.items() if k not in ("labels", "confusion_matrix")}
+    if cross_validation:
+        summary["cross_validation"] = cross_validation
+    run.write_json("metrics.json", summary)
     run.write_json("confusion.json", {"labels": result["labels"], "matrix": result["confusion_matrix"]})
-    if config.keep_model:
+    if config.keep_model and not config.folds:
         run.save_model(_without_optimizer(model))
     run.checkpoint_path.unlink(missing_ok=True)
     run.update(
         status="finished",
         finished=time.time(),
         train_seconds=train_seconds,
-        epochs_run=len(history.history["loss"]),
+        epochs_run=len(next(iter(history.values()), [])),
     )
     log(
         f"test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
@@ -153,10 +166,166 @@ def train(config: TrainConfig, log=print) -> runs.Run:
     return run
 
 
+def fit(config: TrainConfig, train: Part, val: Part, n_classes: int, run: runs.Run, log) -> tuple:
+    """Fit a fresh model with the strategy of the architecture; returns (model, history dict)."""
+    keras.utils.set_random_seed(config.seed)
+    if config.smote:
+        before = len(train.y)
+        train = Part(*oversample(train.x, train.y, config.seed))
+        log(f"SMOTE: {len(train.y) - before} synthetic training images added")
+    strategy = STRATEGIES[archs.get(config.arch).strategy]
+    return strategy(config, train, val, n_classes, run, log)
+
+
+def _fit_supervised(config, train: Part, val: Part, n_classes: int, run, log, model=None, epochs=None):
+    model = model or archs.build(config.arch, n_classes, config.image_size, config.weights)
+    epochs = epochs or config.epochs
+    steps = -(-len(train.y) // config.batch_size)
+    model.compile(
+        optimizer=_optimizer(config, steps, epochs),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+    callbacks = [Progress(run, steps, epochs, log), keras.callbacks.ModelCheckpoint(run.checkpoint_path)]
+    if config.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", patience=config.patience, restore_best_weights=True
+            )
+        )
+    history = model.fit(
+        _batches(train.x, tf.one_hot(train.y, n_classes), config, training=True),
+        validation_data=_batches(val.x, tf.one_hot(val.y, n_classes), config, training=False),
+        epochs=epochs,
+        callbacks=callbacks,
+        class_weight=class_weights(train.y, n_classes) if config.class_weights else None,
+        shuffle=False,
+        verbose=0,
+    )
+    return model, history.history
+
+
+def _fit_supcon(config, train: Part, val: Part, n_classes: int, run, log):
+    """Supervised contrastive learning (Khosla et al. 2020): the encoder and a projection head
+    learn with SupConLoss on two augmented views per image; then a classifier is trained on
+    the frozen encoder, and optionally everything is fine-tuned at a tenth of the rate."""
+    arch = archs.get(config.arch)
+    image = keras.Input((config.image_size, config.image_size, 3), name="image")
+    features = layers_pool(arch.builder(archs.Preprocess(arch.preprocessing, name="preprocess")(image)))
+    encoder = keras.Model(image, features, name="encoder")
+    projection = keras.Sequential(
+        [keras.layers.Dense(256, activation="relu"), keras.layers.Dense(128)], name="projection"
+    )
+    pretrain = keras.Model(image, projection(encoder(image)), name="supcon_pretrain")
+    steps = -(-len(train.y) // config.batch_size)
+    pretrain.compile(optimizer=_optimizer(config, steps, config.epochs), loss=SupConLoss())
+    log("contrastive pre-training")
+    contrastive = pretrain.fit(
+        _batches(train.x, train.y, config, training=True, views=2),
+        epochs=config.epochs,
+        callbacks=[Progress(run, steps, config.epochs, log)],
+        shuffle=False,
+        verbose=0,
+    )
+    encoder.trainable = False
+    model = keras.Model(image, archs.head(encoder(image), n_classes), name=config.arch)
+    log("classifier on the frozen encoder")
+    head_config = dataclasses.replace(config, warmup_epochs=0)
+    model, history = _fit_supervised(head_config, train, val, n_classes, run, log, model, config.head_epochs)
+    if config.fine_tune:
+        encoder.trainable = True
+        tuned = dataclasses.replace(head_config, learning_rate=config.learning_rate / 10)
+        log("fine-tuning everything")
+        model, tuned_history = _fit_supervised(
+            tuned, train, val, n_classes, run, log, model, config.head_epochs
+        )
+        history = {k: v + tuned_history.get(k, []) for k, v in history.items()}
+    history["contrastive_loss"] = contrastive.history["loss"] + [float("nan")] * (
+        len(history["loss"]) - len(contrastive.history["loss"])
+    )
+    return model, {k: v[: len(history["loss"])] for k, v in history.items()}
+
+
+def layers_pool(x):
+    return keras.layers.GlobalAveragePooling2D(name="pool")(x) if len(x.shape) == 4 else x
+
+
+STRATEGIES = {"supervised": _fit_supervised, "supcon": _fit_supcon}
+
+
+@keras.saving.register_keras_serializable(package="bloodcell")
+class SupConLoss(keras.losses.Loss):
+    """Supervised contrastive loss over L2-normalised embeddings; y_true holds integer labels."""
+
+    def __init__(self, temperature: float = 0.1, name: str = "supcon", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.temperature = temperature
+
+    def call(self, y_true, y_pred):
+        z = y_pred / ops.maximum(ops.norm(y_pred, axis=1, keepdims=True), 1e-12)
+        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        eye = ops.eye(ops.shape(z)[0], dtype=z.dtype)
+        logits = ops.matmul(z, ops.transpose(z)) / self.temperature - 1e9 * eye
+        log_prob = logits - ops.logsumexp(logits, axis=1, keepdims=True)
+        positives = ops.cast(ops.equal(labels[:, None], labels[None, :]), z.dtype) * (1.0 - eye)
+        return -ops.sum(positives * log_prob, axis=1) / ops.maximum(ops.sum(positives, axis=1), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+def oversample(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """SMOTE (imbalanced-learn) on flattened training images: every class up to the largest.
+
+    Called on the training split only, so no synthetic image is built from a validation or
+    test image; originals come first, synthetic images after them."""
+    from imblearn.over_sampling import SMOTE
+
+    shape = x.shape[1:]
+    smallest = int(np.bincount(y)[np.bincount(y) > 0].min())
+    sampler = SMOTE(random_state=seed, k_neighbors=max(1, min(5, smallest - 1)))
+    # float, since interpolating uint8 pixels in place wraps around
+    flat, labels = sampler.fit_resample(x.reshape(len(x), -1).astype(np.float32), y)
+    return np.clip(np.rint(flat), 0, 255).astype(np.uint8).reshape(-1, *shape), labels.astype(np.int64)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights, 1 on average over the training images."""
+    counts = np.bincount(labels, minlength=n_classes)
+    return {i: float(len(labels) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
 def predict_logits(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits of `model` for uint8 images `x`, from its float32 `logits` layer."""
     logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
     return np.asarray(logits_model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def predict_probabilities(model, x: np.ndarray) -> np.ndarray:
+    return _softmax(predict_logits(model, x))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _summarize_folds(results: list[dict]) -> dict:
+    summary = {"folds": len(results)}
+    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+        values = [r[key] for r in results]
+        summary[key] = {"per_fold": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
+    return summary
+
+
+def _method(config: TrainConfig) -> str:
+    parts = [archs.get(config.arch).strategy]
+    parts += [name for name, on in (("smote", config.smote), ("class-weights", config.class_weights)) if on]
+    parts += [] if config.augment else ["no-augment"]
+    parts += [] if config.shuffle else ["no-shuffle"]
+    parts += [f"{config.folds}-fold-cv"] if config.folds else []
+    parts += [f"weights={'imagenet' if config.weights == 'imagenet' else 'file'}"] if config.weights else []
+    return ", ".join(parts)
 
 
 def _without_optimizer(model):
@@ -166,42 +335,44 @@ def _without_optimizer(model):
     return served
 
 
-def _optimizer(config: TrainConfig, steps_per_epoch: int):
+def _optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int):
     rate = config.learning_rate
     if config.schedule == "cosine":
-        warmup = config.warmup_epochs * steps_per_epoch
+        warmup = min(config.warmup_epochs, epochs - 1) * steps_per_epoch
         rate = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=rate * 0.1 if warmup else rate,
-            decay_steps=max(1, config.epochs * steps_per_epoch - warmup),
+            decay_steps=max(1, epochs * steps_per_epoch - warmup),
             alpha=0.0,
             warmup_target=rate if warmup else None,
             warmup_steps=warmup,
         )
     decay = config.weight_decay or None
     if config.optimizer == "adam":
-        return (
-            keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
-            if decay
-            else keras.optimizers.Adam(rate)
-        )
+        return keras.optimizers.AdamW(rate, weight_decay=decay) if decay else keras.optimizers.Adam(rate)
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, weight_decay=decay)
     return keras.optimizers.RMSprop(rate, weight_decay=decay)
 
 
-def _class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
-    counts = np.bincount(labels, minlength=n_classes)
-    return {i: float(len(labels) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
-
-
-def _batches(x: np.ndarray, y: np.ndarray, n_classes: int, config: TrainConfig, training: bool):
-    data = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, n_classes)))
+def _batches(x: np.ndarray, y, config: TrainConfig, training: bool, views: int = 1):
+    data = tf.data.Dataset.from_tensor_slices((x, y))
     if training and config.shuffle:
         data = data.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
     data = data.batch(config.batch_size)
-    if training and config.augment:
-        augment = augmenter(config.seed)
-        data = data.map(lambda images, labels: (augment(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and (config.augment or views > 1):
+        augment = augmenter(config.seed) if config.augment else (lambda images: tf.cast(images, tf.float32))
+        if views == 1:
+            data = data.map(
+                lambda images, labels: (augment(images), labels), num_parallel_calls=tf.data.AUTOTUNE
+            )
+        else:
+            data = data.map(
+                lambda images, labels: (
+                    tf.concat([augment(images) for _ in range(views)], axis=0),
+                    tf.concat([labels] * views, axis=0),
+                ),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
     return data.prefetch(tf.data.AUTOTUNE)
 
 

@@ -80,8 +80,15 @@ def served_model(artifacts):
     from bloodcell import archs, runs
     from bloodcell.classes import CLASSES
 
-    run = runs.create("served", {"arch": "cnn", "classes": list(CLASSES), "image_size": 32,
-                                 "split": {"train": 1, "val": 1, "test": 1}})
+    run = runs.create(
+        "served",
+        {
+            "arch": "cnn",
+            "classes": list(CLASSES),
+            "image_size": 32,
+            "split": {"train": 1, "val": 1, "test": 1},
+        },
+    )
     run.save_model(archs.build("cnn", len(CLASSES), input_size=32))
     run.update(status="finished")
     runs.set_default(run.id)

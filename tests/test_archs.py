@@ -1,0 +1,64 @@
+"""Every registered architecture, built at its smallest input: a smoke test over the registry."""
+
+import numpy as np
+import pytest
+
+from bloodcell import archs, runs
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.mark.parametrize("name", list(archs.REGISTRY))
+def test_architecture_builds_predicts_and_round_trips(name, artifacts):
+    arch = archs.get(name)
+    model = archs.build(name, 8, input_size=arch.min_size)
+    x = np.random.default_rng(0).integers(0, 256, (2, arch.min_size, arch.min_size, 3)).astype("float32")
+    p = model.predict(x, verbose=0)
+    assert p.shape == (2, 8) and np.isfinite(p).all()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    run = runs.create(name, {})
+    run.save_model(model)
+    np.testing.assert_allclose(run.load_model().predict(x, verbose=0), p, atol=1e-5)
+
+
+def test_unknown_architecture_and_too_small_input_fail_loudly():
+    with pytest.raises(archs.UnknownArchitecture, match="choose one of: cnn"):
+        archs.get("alexnet")
+    with pytest.raises(ValueError, match="at least 75 px"):
+        archs.build("inceptionv3", 8, input_size=64)
+    with pytest.raises(ValueError, match="only to pretrained backbones"):
+        archs.build("cnn", 8, weights="imagenet")
+
+
+def test_preprocessing_modes_match_keras():
+    from keras.applications import imagenet_utils
+
+    x = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    for mode in ("tf", "torch", "caffe"):
+        expected = imagenet_utils.preprocess_input(x.copy(), mode=mode)
+        np.testing.assert_allclose(np.asarray(archs.Preprocess(mode)(x)), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    import keras
+
+    source = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "mobilenet.weights.h5"
+    source.save_weights(path)
+    model = archs.build("mobilenetv2", 8, input_size=32, weights=str(path))
+    loaded = model.get_layer(source.name).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(loaded, source.get_weights(), strict=True))
+    with pytest.raises(archs.WeightsUnavailable, match="no weights file"):
+        archs.build("mobilenetv2", 8, input_size=32, weights=str(tmp_path / "missing.h5"))
+
+
+def test_imagenet_without_internet_names_the_offline_way(monkeypatch):
+    import keras
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")  # what Keras raises without internet
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr("keras.src.applications.mobilenet_v2.file_utils.get_file", offline)
+    with pytest.raises(archs.WeightsUnavailable, match=r"~/.keras/models/.*--weights"):
+        archs.build("mobilenetv2", 8, input_size=96, weights="imagenet")

@@ -1,0 +1,119 @@
+"""Training options on generated data: SMOTE, class weights, SupCon, cross-validation."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bloodcell import datasets, runs, training
+from bloodcell.training import SupConLoss, TrainConfig, oversample
+from tests.conftest import cell_image
+
+
+@pytest.fixture
+def imbalanced(tmp_path):
+    root = tmp_path / "imbalanced"
+    for k, (name, count) in enumerate({"lymphocyte": 24, "basophil": 8, "platelet": 12}.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            cell_image(k, size=64, seed=1000 * k + i).save(root / name / f"{i}.png")
+    return root
+
+
+def on_a_segment(sample: np.ndarray, pool: np.ndarray) -> bool:
+    """True when `sample` lies (up to rounding) between two images of `pool`."""
+    s, t = sample.reshape(-1).astype(float), pool.reshape(len(pool), -1).astype(float)
+    tolerance = 0.6 * np.sqrt(s.size)
+    for a in t:
+        d, v = s - a, t - a
+        lengths = (v * v).sum(axis=1)
+        lam = np.clip((v @ d) / np.maximum(lengths, 1e-9), 0, 1)
+        if np.min(np.linalg.norm(d - lam[:, None] * v, axis=1)) <= tolerance:
+            return True
+    return False
+
+
+def test_smote_balances_and_every_synthetic_image_comes_from_training_images(imbalanced):
+    data = datasets.discover(imbalanced)
+    x, _ = datasets.load_arrays(data, 32, cache=False)
+    split = datasets.split(data, seed=0)
+    x_train, y_train = x[split.train], data.labels[split.train]
+    x_new, y_new = oversample(x_train, y_train, seed=0)
+    counts = np.bincount(y_new)
+    assert (counts == counts.max()).all() and len(y_new) > len(y_train)
+    assert np.array_equal(x_new[: len(x_train)], x_train)
+    for image, label in zip(x_new[len(x_train) :], y_new[len(x_train) :], strict=True):
+        assert on_a_segment(image, x_train[y_train == label])
+
+
+def test_train_applies_smote_to_the_training_split_only(imbalanced, artifacts, monkeypatch):
+    seen = []
+
+    def spy(x, y, seed):
+        seen.append(x.copy())
+        return oversample(x, y, seed)
+
+    monkeypatch.setattr(training, "oversample", spy)
+    config = TrainConfig(arch="cnn", data=str(imbalanced), image_size=32, epochs=1, batch_size=16, smote=True)
+    training.train(config, log=lambda line: None)
+    data = datasets.discover(imbalanced)
+    x, _ = datasets.load_arrays(data, 32)
+    split = datasets.split(data)
+    assert len(seen) == 1 and np.array_equal(seen[0], x[split.train])
+
+
+def test_class_weights_are_inverse_frequency():
+    weights = training.class_weights(np.array([0, 0, 0, 1]), 3)
+    assert weights[0] == pytest.approx(4 / 9) and weights[1] == pytest.approx(4 / 3) and weights[2] == 0.0
+
+
+def test_supcon_loss_prefers_embeddings_grouped_by_class():
+    loss = SupConLoss(temperature=0.5)
+    labels = np.array([0, 0, 1, 1])
+    grouped = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1]], dtype="float32")
+    mixed = np.array([[1, 0], [0, 1], [1, 0.1], [0.1, 1]], dtype="float32")
+    assert float(loss(labels, grouped)) < float(loss(labels, mixed))
+    # hand-computed for two orthogonal pairs: -log(e^2 / (e^2 + 2 e^0)) at temperature 0.5
+    exact = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype="float32")
+    assert float(loss(labels, exact)) == pytest.approx(-np.log(np.e**2 / (np.e**2 + 2)), rel=1e-4)
+    assert SupConLoss.from_config(loss.get_config()).temperature == 0.5
+
+
+@pytest.mark.slow
+def test_supcon_trains_and_serves(tiny_dataset, artifacts):
+    config = TrainConfig(
+        arch="supcon",
+        data=str(tiny_dataset),
+        image_size=32,
+        epochs=1,
+        head_epochs=1,
+        batch_size=16,
+        fine_tune=True,
+    )
+    run = training.train(config, log=lambda line: None)
+    assert run.status == "finished" and run.has_model
+    assert "contrastive_loss" in run.history()[0]
+    assert run.load_model().predict(np.zeros((1, 32, 32, 3)), verbose=0).shape == (1, 8)
+
+
+@pytest.mark.slow
+def test_cross_validation_records_mean_and_spread(tiny_dataset, artifacts):
+    config = TrainConfig(
+        arch="cnn",
+        data=str(tiny_dataset),
+        image_size=32,
+        epochs=1,
+        batch_size=16,
+        folds=3,
+        shuffle=False,
+        augment=False,
+        optimizer="sgd",
+        schedule="constant",
+    )
+    run = training.train(config, log=lambda line: None)
+    cv = run.metrics["cross_validation"]
+    assert cv["folds"] == 3 and len(cv["accuracy"]["per_fold"]) == 3
+    assert cv["accuracy"]["mean"] == pytest.approx(np.mean(cv["accuracy"]["per_fold"]))
+    assert not run.has_model and "3-fold-cv" in run.record["method"]
+    assert json.loads((run.path / "run.json").read_text())["config"]["optimizer"] == "sgd"
+    assert runs.get(run.id).status == "finished"
