@@ -9,6 +9,10 @@ navigation = st.navigation(
         "Clinical": [
             st.Page("pages/classify.py", title="Classify cells", icon=":material/biotech:", default=True)
         ],
+        "Research": [
+            st.Page("pages/results.py", title="Results", icon=":material/leaderboard:"),
+            st.Page("pages/train.py", title="Training", icon=":material/model_training:"),
+        ],
         "About": [st.Page("pages/about.py", title="About", icon=":material/info:")],
     }
 )

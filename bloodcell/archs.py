@@ -65,7 +65,14 @@ def build(
     inputs = keras.Input((size, size, 3), name="image")
     x = Preprocess(arch.preprocessing, name="preprocess")(inputs)
     features = arch.builder(x, weights=weights)
+    if len(features.shape) == 4:
+        features = feature_map(features)
     return keras.Model(inputs, head(features, num_classes), name=name)
+
+
+def feature_map(x):
+    """Mark the spatial features that heat maps explain (a named identity layer)."""
+    return layers.Identity(name="feature_map")(x)
 
 
 def head(features, num_classes: int, dropout: float = 0.2):
@@ -156,6 +163,7 @@ def unet(x, weights=None, widths=(32, 64, 128, 256)):
         x = layers.Conv2DTranspose(widths[level], 2, strides=2, padding="same", name=f"dec{level}_up")(x)
         x = layers.Concatenate(name=f"dec{level}_skip")([x, skip])
         x = _conv_bn(x, widths[level], name=f"dec{level}")
+    x = feature_map(x)
     decoded = layers.GlobalAveragePooling2D(name="decoder_pool")(x)
     return layers.Concatenate(name="features")([bottom, decoded])
 
@@ -241,7 +249,7 @@ for _name, (_factory, _file, _mode, _min, _text) in _BACKBONES.items():
 )
 def hybrid(x, weights=None):
     inception = REGISTRY["inceptionv3"].builder(x, weights=weights)
-    xception = REGISTRY["xception"].builder(x, weights=weights)
+    xception = feature_map(REGISTRY["xception"].builder(x, weights=weights))
     pooled = [
         layers.GlobalAveragePooling2D(name=f"{n}_pool")(f)
         for n, f in (("inception", inception), ("xception", xception))

@@ -198,3 +198,17 @@ def load_arrays(dataset: Dataset, size: int, cache: bool = True) -> tuple[np.nda
     if cache:
         storage.write_npz(path, x=x, ok=ok)
     return x, ok
+
+
+def configured() -> dict[str, Path]:
+    """The data folders the dashboard may train on, by name: those listed in BLOODCELL_DATA
+    (separated by the system path separator) and the PBC pool beside the project if present.
+    The browser only ever picks one of these names, never types a path."""
+    candidates = [Path(p) for p in os.environ.get("BLOODCELL_DATA", "").split(os.pathsep) if p]
+    candidates.append(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "pbc-pool")
+    found: dict[str, Path] = {}
+    for path in candidates:
+        if path.is_dir():
+            name = path.name if path.name not in found else f"{path.parent.name}/{path.name}"
+            found.setdefault(name, path.resolve())
+    return found

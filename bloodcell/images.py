@@ -56,9 +56,13 @@ def read_image(source: bytes | str | Path) -> np.ndarray:
 
 def resize(rgb: np.ndarray, size: int) -> np.ndarray:
     """Resize an RGB array to size x size with antialiasing: the model's input, in every path."""
-    if rgb.shape[:2] == (size, size):
+    return resize_to(rgb, size, size)
+
+
+def resize_to(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    if rgb.shape[:2] == (height, width):
         return rgb
-    resized = Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR)
+    resized = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.uint8)
 
 

@@ -41,6 +41,7 @@ class Classifier:
         self.image_size: int = int(record["image_size"])
         self.review_below: float = float(record.get("review_below", REVIEW_BELOW))
         self.model = run.load_model()
+        self._grad_cam = None
         logits_model = tf.keras.Model(self.model.inputs, self.model.get_layer("logits").output)
         self._logits = tf.function(
             lambda x: logits_model(x, training=False), reduce_retracing=True, jit_compile=False
@@ -60,6 +61,22 @@ class Classifier:
         logits = self.logits(batch).astype(np.float64)
         z = np.exp(logits - logits.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
+
+    def heat_map(self, source: bytes | str | Path, class_name: str, display: int = 320) -> np.ndarray:
+        """The image (at most `display` px) with a Grad-CAM heat map of `class_name` over it."""
+        from bloodcell import saliency
+
+        if self._grad_cam is None:
+            self._grad_cam = saliency.GradCam(self.model)
+        rgb = images.read_image(source)
+        heat = self._grad_cam(images.resize(rgb, self.image_size), self.classes.index(class_name))
+        scale = display / max(rgb.shape[:2])
+        shown = (
+            rgb
+            if scale >= 1
+            else images.resize_to(rgb, round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
+        )
+        return saliency.overlay(shown, heat)
 
     def status(self, probabilities: np.ndarray) -> str:
         return "confident" if float(probabilities.max()) >= self.review_below else "review"

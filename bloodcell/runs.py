@@ -76,6 +76,10 @@ class Run:
         return _read_optional(self.path / "metrics.json")
 
     @property
+    def progress(self) -> dict | None:
+        return _read_optional(self.path / "progress.json")
+
+    @property
     def confusion(self) -> dict | None:
         return _read_optional(self.path / "confusion.json")
 

@@ -78,8 +78,10 @@ class Part:
     y: np.ndarray
 
 
-def train(config: TrainConfig, log=print) -> runs.Run:
-    """Train `config.arch` on `config.data`, evaluate it on the held-out test split and store the run."""
+def train(config: TrainConfig, log=print, on_run=None) -> runs.Run:
+    """Train `config.arch` on `config.data`, evaluate it on the held-out test split and store the run.
+
+    `on_run(run)` is called once the run directory exists (the dashboard follows its progress)."""
     dataset = datasets.discover(config.data)
     split = datasets.split(dataset, config.test_fraction, config.val_fraction, config.seed)
     x, readable = datasets.load_arrays(dataset, config.image_size)
@@ -114,6 +116,8 @@ def train(config: TrainConfig, log=print) -> runs.Run:
         },
     )
     del probe
+    if on_run:
+        on_run(run)
     log(f"run {run.id}: {config.arch} at {config.image_size} px, {_method(config)}")
     test = Part(x[index["test"]], dataset.labels[index["test"]])
     started = time.time()

@@ -1,10 +1,16 @@
-"""Clinical page: upload cell images, get class, probabilities and status."""
+"""Clinical page: upload cell images, get class, probabilities, status and a heat map."""
 
 import plotly.express as px
 import streamlit as st
 
-from bloodcell import images, ui
-from bloodcell.classes import DISPLAY_NAMES
+from bloodcell import images, report, ui
+from bloodcell.classes import DISPLAY_NAMES, WHITE_CELLS
+
+STATUS_TEXT = {
+    "confident": "Confident",
+    "review": "Review: the model is not sure",
+    "unfamiliar": "Unfamiliar: unlike the training images",
+}
 
 st.title("Classify blood cells")
 st.caption("Decision support for qualified staff: every answer is to be checked by a person.")
@@ -25,7 +31,8 @@ if not uploads:
     st.info("Upload one image, or a whole slide's worth at once.")
     st.stop()
 
-answers = ui.classifier(run_id).predict([(f.name, f.getvalue()) for f in uploads])
+classifier = ui.classifier(run_id)
+answers = classifier.predict([(f.name, f.getvalue()) for f in uploads])
 for answer in (a for a in answers if a.error):
     st.warning(f"**{answer.file}**: {answer.error}")
 good = [(a, f) for a, f in zip(answers, uploads, strict=True) if not a.error]
@@ -33,31 +40,64 @@ good = [(a, f) for a, f in zip(answers, uploads, strict=True) if not a.error]
 if len(good) == 1:
     answer, upload = good[0]
     left, right = st.columns(2)
-    left.image(upload.getvalue(), caption=answer.file, width="stretch")
-    right.metric(
-        "Class", DISPLAY_NAMES[answer.label], f"{answer.probabilities[answer.label]:.1%} · {answer.status}"
+    left.image(
+        classifier.heat_map(upload.getvalue(), answer.label),
+        caption=f"{answer.file}: heat map of what drove '{DISPLAY_NAMES[answer.label]}'",
+        width="stretch",
     )
+    left.image(upload.getvalue(), caption="Original", width=160)
+    right.metric("Class", DISPLAY_NAMES[answer.label])
+    right.metric("Probability", f"{answer.probabilities[answer.label]:.1%}")
+    right.markdown(f"**Status:** {STATUS_TEXT[answer.status]}")
     chart = px.bar(
         x=list(answer.probabilities.values()),
         y=[DISPLAY_NAMES[c] for c in answer.probabilities],
         orientation="h",
-        labels={"x": "probability", "y": ""},
+        labels={"x": "calibrated probability", "y": ""},
         range_x=[0, 1],
     )
     right.plotly_chart(chart, width="stretch")
 elif good:
+    st.subheader(f"{len(good)} cells")
     st.dataframe(
         [
             {
+                "image": ui.thumbnail(upload.getvalue()),
                 "file": a.file,
                 "class": DISPLAY_NAMES[a.label],
                 "confidence": a.probabilities[a.label],
                 "status": a.status,
             }
-            for a, _ in good
+            for a, upload in good
         ],
         column_config={
-            "confidence": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)
+            "image": st.column_config.ImageColumn(width="small"),
+            "confidence": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
         },
         hide_index=True,
     )
+    counts = report.differential(answers)
+    st.subheader("Differential count")
+    st.caption("From confidently classified cells only; the others are held out for review below.")
+    st.dataframe(
+        [
+            {
+                "cell type": DISPLAY_NAMES[c],
+                "count": counts["white_counts"][c],
+                "% of white cells": round(counts["white_percent"][c], 1),
+            }
+            for c in WHITE_CELLS
+        ],
+        hide_index=True,
+    )
+    cols = st.columns(4)
+    cols[0].metric("White cells counted", counts["white_cells"])
+    per_100 = counts["erythroblasts_per_100_white"]
+    cols[1].metric("Erythroblasts / 100 white cells", "–" if per_100 is None else f"{per_100:.1f}")
+    cols[2].metric("Platelets (counted apart)", counts["platelets"])
+    cols[3].metric("Held for review", len(counts["for_review"]))
+    if counts["for_review"]:
+        st.markdown("**For review:** " + ", ".join(counts["for_review"]))
+    left, right = st.columns(2)
+    left.download_button("Download differential (CSV)", report.differential_csv(counts), "differential.csv")
+    right.download_button("Download all cells (CSV)", report.cells_csv(answers), "cells.csv")

@@ -1,6 +1,5 @@
 """Every page through Streamlit's AppTest, uploads included."""
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT, cell_image, encode
@@ -47,7 +46,60 @@ def test_classify_without_models_says_so(artifacts):
     assert "No trained model" in app.error[0].value
 
 
-@pytest.mark.parametrize("page", ["pages/about.py"])
-def test_other_pages_render(served_model, page):
-    app = open_page(page)
-    assert app.title
+def test_about_page_shows_the_model_card(served_model):
+    app = open_page("pages/about.py")
+    assert app.title[0].value == "About bloodcell"
+    assert [m.label for m in app.metric] == ["Architecture", "Input size", "Test accuracy", "Macro-F1"]
+
+
+def test_results_page_compares_runs(served_model):
+    served_model.write_json("metrics.json", metrics_for(0.9))
+    served_model.write_json(
+        "confusion.json", {"labels": ["basophil", "platelet"], "matrix": [[9, 1], [0, 10]]}
+    )
+    served_model.write_history({"accuracy": [0.5, 0.8], "val_accuracy": [0.4, 0.7]})
+    app = open_page("pages/results.py")
+    table = app.dataframe[0].value
+    assert list(table["run"]) == [served_model.id] and table["accuracy"][0] == 0.9
+    assert app.multiselect[2].value == [served_model.id]
+    charts = app.get("plotly_chart")
+    assert len(charts) >= 4
+    assert any("predicted" in chart.proto.spec for chart in charts)
+    assert app.get("download_button")
+
+
+def test_train_page_starts_a_job_and_shows_it(tiny_dataset, artifacts, monkeypatch):
+    import time
+
+    from bloodcell import jobs
+
+    monkeypatch.setenv("BLOODCELL_DATA", str(tiny_dataset))
+    app = open_page("pages/train.py")
+    assert app.selectbox[0].value == "tiny"
+    app.number_input[0].set_value(32)
+    app.number_input[1].set_value(1)
+    app.number_input[2].set_value(16)
+    app.button[0].click()
+    app.run()
+    assert not app.exception and "started" in app.success[0].value
+    job = jobs.all_jobs()[0]
+    deadline = time.time() + 300
+    while job.status in ("queued", "running") and time.time() < deadline:
+        time.sleep(1)
+    assert job.status == "finished", job.log()
+    app.run()
+    assert any("Finished" in s.value for s in app.success)
+
+
+def metrics_for(accuracy: float) -> dict:
+    per_class = {
+        c: {"precision": accuracy, "recall": accuracy, "f1": accuracy, "support": 10}
+        for c in ("basophil", "platelet")
+    }
+    return {
+        "n": 20,
+        "accuracy": accuracy,
+        "balanced_accuracy": accuracy,
+        "macro_f1": accuracy,
+        "per_class": per_class,
+    }

@@ -1,0 +1,54 @@
+"""Grad-CAM heat maps (Selvaraju et al. 2017): where in the image the predicted class came from."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Anchor colours of a perceptually ordered map (dark blue -> cyan -> yellow -> red).
+_ANCHORS = np.array([[48, 18, 59], [40, 140, 230], [60, 220, 160], [250, 200, 40], [200, 30, 20]], float)
+
+
+def feature_layer(model: keras.Model) -> keras.layers.Layer:
+    """The layer whose spatial output heat maps explain: `feature_map` (see archs.build), else,
+    for models saved before it existed, the last plain layer with a 4-D output."""
+    names = [layer.name for layer in model.layers]
+    if "feature_map" in names:
+        return model.get_layer("feature_map")
+    for layer in reversed(model.layers):
+        if not isinstance(layer, keras.Model) and len(layer.output.shape) == 4:
+            return layer
+    raise ValueError(f"{model.name} has no spatial feature map for a heat map.")
+
+
+class GradCam:
+    """Heat maps for one model, built once and reused for every image."""
+
+    def __init__(self, model: keras.Model):
+        layer = feature_layer(model)
+        self._model = keras.Model(model.inputs, [layer.output, model.get_layer("logits").output])
+
+    def __call__(self, image: np.ndarray, class_index: int) -> np.ndarray:
+        """A heat map in 0..1 with the image's height and width, for one uint8 image at the
+        model's input size."""
+        x = tf.convert_to_tensor(image[None].astype(np.float32))
+        with tf.GradientTape() as tape:
+            features, logits = self._model(x, training=False)
+            score = logits[:, class_index]
+        grads = tape.gradient(score, features)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[0].numpy()
+        cam = cam / cam.max() if cam.max() > 0 else cam
+        resized = tf.image.resize(cam[..., None], image.shape[:2], method="bilinear")[..., 0].numpy()
+        return np.clip(resized, 0.0, 1.0)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The heat map coloured and blended over the RGB image (uint8)."""
+    if heat.shape != image.shape[:2]:
+        heat = tf.image.resize(heat[..., None], image.shape[:2])[..., 0].numpy()
+    position = heat * (len(_ANCHORS) - 1)
+    low = np.floor(position).astype(int).clip(0, len(_ANCHORS) - 2)
+    t = (position - low)[..., None]
+    colours = _ANCHORS[low] * (1 - t) + _ANCHORS[low + 1] * t
+    blended = image.astype(float) * (1 - alpha) + colours * alpha
+    return blended.clip(0, 255).astype(np.uint8)

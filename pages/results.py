@@ -1,0 +1,105 @@
+"""Research page: every stored run, and side-by-side comparison of the chosen ones."""
+
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from bloodcell import results, runs
+from bloodcell.classes import DISPLAY_NAMES
+
+st.title("Training results")
+rows = results.table()
+if not rows:
+    st.info("No runs yet: train one on the Training page or with `python -m bloodcell train`.")
+    st.stop()
+
+left, right = st.columns(2)
+archs = left.multiselect("Architecture", sorted({r["architecture"] for r in rows if r["architecture"]}))
+statuses = right.multiselect("Status", sorted({r["status"] for r in rows}))
+shown = [
+    r for r in rows if (not archs or r["architecture"] in archs) and (not statuses or r["status"] in statuses)
+]
+st.dataframe(
+    shown,
+    hide_index=True,
+    column_config={
+        k: st.column_config.NumberColumn(format="percent")
+        for k in ("accuracy", "balanced accuracy", "macro-F1", "CV accuracy")
+    },
+)
+
+scored = [r["run"] for r in shown if r["accuracy"] is not None]
+try:
+    default = [runs.default_id()]
+except runs.RunError:
+    default = []
+picked = st.multiselect(
+    "Compare runs", scored, default=[r for r in default if r in scored] or scored[:1], max_selections=6
+)
+if not picked:
+    st.stop()
+chosen = [runs.get(run_id) for run_id in picked]
+
+st.subheader("Metrics")
+bars = [
+    {"run": run.id, "metric": label, "value": (run.metrics or {}).get(key)}
+    for run in chosen
+    for key, label in (
+        ("accuracy", "accuracy"),
+        ("balanced_accuracy", "balanced accuracy"),
+        ("macro_f1", "macro-F1"),
+    )
+]
+figure = px.bar(bars, x="metric", y="value", color="run", barmode="group")
+figure.update_yaxes(range=[min((b["value"] or 0) for b in bars) - 0.02, 1.0], tickformat=".1%")
+st.plotly_chart(figure, width="stretch")
+
+st.subheader("Recall per class")
+recall = [
+    {"run": run.id, "class": DISPLAY_NAMES.get(name, name), "recall": value}
+    for run in chosen
+    for name, value in results.per_class(run).items()
+]
+st.plotly_chart(px.bar(recall, x="class", y="recall", color="run", barmode="group"), width="stretch")
+
+st.subheader("Confusion matrices")
+normalized = st.toggle("Normalize rows (fraction of each true class)")
+for column, run in zip(st.columns(min(len(chosen), 2)) * 3, chosen, strict=False):
+    labels, matrix = results.confusion(run, normalize=normalized)
+    names = [DISPLAY_NAMES.get(n, n) for n in labels]
+    heat = px.imshow(
+        matrix,
+        x=names,
+        y=names,
+        text_auto=".2f" if normalized else True,
+        color_continuous_scale="Blues",
+        labels={"x": "predicted", "y": "true", "color": "fraction" if normalized else "images"},
+    )
+    heat.update_layout(title=run.id, height=480)
+    column.plotly_chart(heat, width="stretch")
+
+st.subheader("Training curves")
+curves = go.Figure()
+for run in chosen:
+    history = run.history()
+    for key in ("accuracy", "val_accuracy"):
+        if history and key in history[0]:
+            curves.add_scatter(
+                x=[h["epoch"] for h in history], y=[h[key] for h in history], name=f"{run.id} {key}"
+            )
+curves.update_layout(xaxis_title="epoch", yaxis_title="accuracy")
+st.plotly_chart(curves, width="stretch")
+
+folds = [
+    {"run": run.id, "fold accuracy": value}
+    for run in chosen
+    for value in ((run.metrics or {}).get("cross_validation") or {}).get("accuracy", {}).get("per_fold", [])
+]
+if folds:
+    st.subheader("Cross-validation spread")
+    st.plotly_chart(px.box(folds, x="run", y="fold accuracy", points="all"), width="stretch")
+
+for run in chosen:
+    st.download_button(
+        f"Download the record of {run.id}", results.record_json(run), f"{run.id}.json", key=run.id
+    )

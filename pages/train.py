@@ -1,0 +1,119 @@
+"""Research page: start a training job in the background and follow it."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from bloodcell import archs, datasets, jobs, training
+
+st.title("Train a model")
+folders = datasets.configured()
+if not folders:
+    st.warning("No data folder is configured: set BLOODCELL_DATA to folders with one sub-folder per class.")
+    st.stop()
+
+with st.form("train"):
+    left, right = st.columns(2)
+    data = left.selectbox("Dataset", list(folders))
+    arch = right.selectbox(
+        "Architecture", list(archs.REGISTRY), format_func=lambda n: f"{n}: {archs.get(n).description}"
+    )
+    a, b, c = st.columns(3)
+    image_size = a.number_input("Image size (px, 0: the architecture's)", 0, 512, 0, step=8)
+    epochs = b.number_input("Epochs", 1, 500, 30)
+    batch_size = c.number_input("Batch size", 1, 1024, 64)
+    optimizer = a.selectbox("Optimizer", training.OPTIMIZERS)
+    learning_rate = b.number_input("Learning rate", 1e-6, 1.0, 2e-3, format="%.5f")
+    schedule = c.selectbox("Schedule", training.SCHEDULES)
+    weight_decay = a.number_input("Weight decay", 0.0, 0.1, 5e-4, format="%.5f")
+    label_smoothing = b.number_input("Label smoothing", 0.0, 0.5, 0.1)
+    folds = c.selectbox(
+        "Cross-validation folds", [0, 5, 3, 10], help="0: one stratified 70/30 split, 20% validation"
+    )
+    augment = a.checkbox("Augmentation", True)
+    shuffle = b.checkbox("Shuffle", True)
+    balance = c.radio("Class imbalance", ["none", "class weights", "SMOTE"], horizontal=True)
+    weights = a.selectbox(
+        "Backbone weights", ["none", "imagenet"], help="ImageNet weights need internet access"
+    )
+    head_epochs = b.number_input("SupCon classifier epochs", 1, 100, 5)
+    fine_tune = c.checkbox("SupCon fine-tuning")
+    seed = a.number_input("Seed", 0, 2**31 - 1, 0)
+    submitted = st.form_submit_button("Start training", type="primary")
+
+if submitted:
+    try:
+        config = training.TrainConfig(
+            arch=arch,
+            data=str(folders[data]),
+            image_size=image_size or None,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            schedule=schedule,
+            weight_decay=weight_decay,
+            label_smoothing=label_smoothing,
+            folds=folds,
+            augment=augment,
+            shuffle=shuffle,
+            class_weights=balance == "class weights",
+            smote=balance == "SMOTE",
+            weights=weights,
+            head_epochs=head_epochs,
+            fine_tune=fine_tune,
+            seed=seed,
+        )
+        jobs.start(config)
+        st.success("Training started. It runs on in the background even if you close this page.")
+    except (ValueError, jobs.JobError, OSError) as error:
+        st.error(str(error))
+
+
+@st.fragment(run_every=2)
+def follow() -> None:
+    recent = jobs.all_jobs()
+    if not recent:
+        st.info("No training job yet.")
+        return
+    job = recent[0]
+    status = job.status
+    st.subheader(f"Job {job.id}: {status}")
+    run = job.run
+    progress = run.progress if run else None
+    if progress:
+        done = (progress["epoch"] - 1 + progress["batch"] / progress["batches"]) / progress["epochs"]
+        left = progress.get("remaining")
+        st.progress(
+            min(done, 1.0),
+            text=f"epoch {progress['epoch']}/{progress['epochs']}, "
+            f"batch {progress['batch']}/{progress['batches']}"
+            + (f", about {left / 60:.0f} min left" if left and status == "running" else ""),
+        )
+        curves = progress.get("curves", [])
+        if curves:
+            figure = go.Figure()
+            for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+                if key in curves[0]:
+                    figure.add_scatter(x=[c["epoch"] for c in curves], y=[c[key] for c in curves], name=key)
+            figure.update_layout(height=300, xaxis_title="epoch")
+            st.plotly_chart(figure, width="stretch")
+    if status == "failed":
+        st.error(f"The job failed: {job.record.get('error', 'see the log')}")
+    elif status == "interrupted":
+        st.error(
+            "The job's process ended without finishing (killed, or the machine restarted); "
+            "earlier runs are intact."
+        )
+    elif status == "finished" and run:
+        st.success(
+            f"Finished: run {run.id}, test accuracy {(run.metrics or {}).get('accuracy', 0):.2%}. "
+            "See Results."
+        )
+    if status in ("queued", "running") and st.button("Cancel training"):
+        job.cancel()
+        st.warning("Cancelling…")
+    with st.expander("Log", expanded=status in ("failed", "running")):
+        st.code(job.log() or "(empty)")
+
+
+follow()
