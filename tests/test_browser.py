@@ -1,0 +1,169 @@
+"""End to end in a real browser: Playwright drives Debian's chromium against `streamlit run app.py`."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bloodcell import runs
+from bloodcell.classes import DISPLAY_NAMES
+from tests.conftest import POOL, ROOT, cell_image
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt install chromium)"
+    ),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The dashboard on a free localhost port, over a copy of the committed default run."""
+    base = tmp_path_factory.mktemp("browser")
+    artifacts = base / "artifacts"
+    default = runs.resolve(None)
+    shutil.copytree(
+        default.path, artifacts / "runs" / default.id, ignore=shutil.ignore_patterns("checkpoint.keras")
+    )
+    (artifacts / "default").write_text(default.id + "\n")
+    data = base / "tiny"
+    for k, name in enumerate(("lymphocyte", "platelet")):
+        (data / name).mkdir(parents=True)
+        for i in range(12):
+            cell_image(k, seed=i).save(data / name / f"{i}.png")
+    port = free_port()
+    env = {
+        **os.environ,
+        "BLOODCELL_ARTIFACTS": str(artifacts),
+        "BLOODCELL_CACHE": str(base / "cache"),
+        "BLOODCELL_DATA": str(data),
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    yield url, default
+    os.killpg(server.pid, 15)
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    yield page
+    page.close()
+
+
+def a_correct_test_image(run: runs.Run) -> tuple[Path, str] | None:
+    """A pool image from the run's own test split that the run classified correctly."""
+    if not POOL.is_dir():
+        return None
+    stored = run.predictions()
+    right = np.flatnonzero(stored["logits"].argmax(axis=1) == stored["labels"])
+    i = int(right[len(right) // 2])
+    return POOL / str(stored["files"][i]), run.record["classes"][int(stored["labels"][i])]
+
+
+def test_upload_a_real_image_and_read_its_class(served, page, tmp_path):
+    url, default = served
+    picked = a_correct_test_image(default)
+    if picked is None:
+        cell_image(0).save(tmp_path / "cell.png")
+        picked = (tmp_path / "cell.png", None)
+    image, expected = picked
+    page.goto(url)
+    page.get_by_text("Classify blood cells").first.wait_for(timeout=60_000)
+    page.locator("input[type=file]").set_input_files(str(image))
+    value = page.locator('[data-testid="stMetricValue"]').first
+    value.wait_for(timeout=60_000)
+    if expected:
+        assert value.inner_text().strip() == DISPLAY_NAMES[expected]
+    assert page.get_by_text("Status:").count() >= 1
+
+
+def test_results_show_a_confusion_matrix(served, page):
+    url, _ = served
+    page.goto(f"{url}/results")
+    page.get_by_text("Confusion matrices").wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)
+    assert page.locator(".js-plotly-plot text", has_text="predicted").count() >= 1
+
+
+def test_a_training_job_finishes_and_appears_in_results(served, page):
+    url, _ = served
+    page.goto(f"{url}/train")
+    page.get_by_text("Train a model").first.wait_for(timeout=60_000)
+    for label, value in (("Image size", "32"), ("Epochs", "1"), ("Batch size", "8")):
+        field = page.get_by_label(re.compile(f"^{label}"))
+        field.fill(value)
+        field.press("Tab")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Training started").wait_for(timeout=30_000)
+    finished = page.get_by_text(re.compile(r"Finished: run \S+"))
+    finished.wait_for(timeout=300_000)
+    run_id = re.search(r"run (\S+),", finished.inner_text()).group(1)
+    page.goto(f"{url}/results")
+    page.get_by_text("Training results").wait_for(timeout=60_000)
+    # the table draws on a canvas; its accessible grid cells carry the text
+    page.locator('[role="gridcell"]', has_text=run_id).first.wait_for(state="attached", timeout=30_000)
