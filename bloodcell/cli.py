@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("archs", help="list the architectures").set_defaults(command=_archs)
     sub.add_parser("runs", help="list the stored runs").set_defaults(command=_runs)
 
+    calibrate = sub.add_parser(
+        "calibrate", help="fit calibration and statuses of a stored run on its own data"
+    )
+    calibrate.add_argument("--model", help="run id or run directory (default: the default model)")
+    calibrate.set_defaults(command=_calibrate)
+
     audit = sub.add_parser("audit", help="counts, sizes, unreadable files and duplicates of a folder")
     audit.add_argument("--data", required=True)
     audit.set_defaults(command=_audit)
@@ -156,6 +162,27 @@ def _runs(args) -> int:
         accuracy = f"{metrics['accuracy']:.4f}" if "accuracy" in metrics else "-"
         mark = "*" if run.id == default else " "
         print(f"{mark} {run.id:<40} {record.get('arch', '?'):<12} {run.status:<12} accuracy {accuracy}")
+    return 0
+
+
+def _calibrate(args) -> int:
+    from bloodcell import training
+
+    run = runs.resolve(args.model)
+    record = run.record
+    config = record["config"]
+    dataset = datasets.discover(config["data"])
+    if dataset.fingerprint != record["dataset"]["fingerprint"]:
+        raise ValueError(
+            f"The data in {config['data']} changed since run {run.id} was trained; cannot calibrate."
+        )
+    split = datasets.split(dataset, config["test_fraction"], config["val_fraction"], config["seed"])
+    x, readable = datasets.load_arrays(dataset, record["image_size"])
+    parts = [
+        training.Part(x[i[readable[i]]], dataset.labels[i[readable[i]]])
+        for i in (split.train, split.val, split.test)
+    ]
+    training.fit_trust(run, run.load_model(), *parts, log=lambda line: print(line, flush=True))
     return 0
 
 

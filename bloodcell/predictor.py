@@ -1,11 +1,12 @@
-"""Serving: a stored run's model answering images with class, probabilities and a status."""
+"""Serving: a stored run's model answering images with class, calibrated probabilities and a status."""
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bloodcell import images, runs
+from bloodcell import images, runs, trust
 
 REVIEW_BELOW = 0.9
 
@@ -30,56 +31,57 @@ class Prediction:
 
 
 class Classifier:
-    """A loaded run: its model, class names, input size and status threshold."""
+    """A loaded run: its model, class names, input size, temperature and status thresholds.
+
+    Runs calibrated by `bloodcell.trust` answer with temperature-scaled probabilities and all
+    three statuses; older runs fall back to a plain confidence threshold."""
 
     def __init__(self, run: runs.Run):
+        import keras
         import tensorflow as tf
 
         self.run = run
         record = run.record
         self.classes: tuple[str, ...] = tuple(record["classes"])
         self.image_size: int = int(record["image_size"])
+        self.temperature: float = float(record.get("temperature", 1.0))
         self.review_below: float = float(record.get("review_below", REVIEW_BELOW))
+        stored = run.familiarity()
+        self.familiarity = trust.Familiarity.from_arrays(stored) if stored else None
         self.model = run.load_model()
         self._grad_cam = None
-        logits_model = tf.keras.Model(self.model.inputs, self.model.get_layer("logits").output)
-        self._logits = tf.function(
-            lambda x: logits_model(x, training=False), reduce_retracing=True, jit_compile=False
+        both = keras.Model(
+            self.model.inputs,
+            [self.model.get_layer("head_dropout").input, self.model.get_layer("logits").output],
         )
+        self._outputs = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
+        self.analyse(np.zeros((1, self.image_size, self.image_size, 3), np.uint8))  # trace once, at load
 
     @classmethod
     def load(cls, ref: str | None = None) -> "Classifier":
         """The classifier of run `ref` (an id or a run directory), or of the default run."""
         return cls(runs.resolve(ref))
 
-    def logits(self, batch: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Logits for a batch of uint8 images at the model's input size."""
-        out = [self._logits(batch[i : i + batch_size]).numpy() for i in range(0, len(batch), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+    def analyse(self, batch: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities and unfamiliarity distances for uint8 images at the input size."""
+        features, logits = [], []
+        for i in range(0, len(batch), batch_size):
+            f, z = self._outputs(batch[i : i + batch_size])
+            features.append(f.numpy())
+            logits.append(z.numpy())
+        if not logits:
+            return np.zeros((0, len(self.classes))), np.zeros(0)
+        probabilities = trust.calibrated(np.concatenate(logits), self.temperature)
+        features = np.concatenate(features)
+        distance = self.familiarity.distance(features) if self.familiarity else np.zeros(len(features))
+        return probabilities, distance
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        logits = self.logits(batch).astype(np.float64)
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return self.analyse(batch)[0]
 
-    def heat_map(self, source: bytes | str | Path, class_name: str, display: int = 320) -> np.ndarray:
-        """The image (at most `display` px) with a Grad-CAM heat map of `class_name` over it."""
-        from bloodcell import saliency
-
-        if self._grad_cam is None:
-            self._grad_cam = saliency.GradCam(self.model)
-        rgb = images.read_image(source)
-        heat = self._grad_cam(images.resize(rgb, self.image_size), self.classes.index(class_name))
-        scale = display / max(rgb.shape[:2])
-        shown = (
-            rgb
-            if scale >= 1
-            else images.resize_to(rgb, round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
-        )
-        return saliency.overlay(shown, heat)
-
-    def status(self, probabilities: np.ndarray) -> str:
-        return "confident" if float(probabilities.max()) >= self.review_below else "review"
+    def statuses(self, probabilities: np.ndarray, distance: np.ndarray) -> list[str]:
+        familiar_below = self.familiarity.threshold if self.familiarity else math.inf
+        return trust.status(probabilities, distance, self.review_below, familiar_below)
 
     def predict(self, sources: list[tuple[str, bytes | str | Path]]) -> list[Prediction]:
         """Answer each (name, image bytes or path); an unusable image gets its own error."""
@@ -92,8 +94,24 @@ class Classifier:
             except images.UnusableImage as error:
                 answers[i].error = str(error)
         if arrays:
-            for i, p in zip(where, self.probabilities(np.stack(arrays)), strict=True):
+            probabilities, distance = self.analyse(np.stack(arrays))
+            for i, p, status in zip(
+                where, probabilities, self.statuses(probabilities, distance), strict=True
+            ):
                 answers[i].label = self.classes[int(p.argmax())]
                 answers[i].probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
-                answers[i].status = self.status(p)
+                answers[i].status = status
         return answers
+
+    def heat_map(self, source: bytes | str | Path, class_name: str, display: int = 320) -> np.ndarray:
+        """The image (at most `display` px) with a Grad-CAM heat map of `class_name` over it."""
+        from bloodcell import saliency
+
+        if self._grad_cam is None:
+            self._grad_cam = saliency.GradCam(self.model)
+        rgb = images.read_image(source)
+        heat = self._grad_cam(images.resize(rgb, self.image_size), self.classes.index(class_name))
+        scale = display / max(rgb.shape[:2])
+        if scale < 1:
+            rgb = images.resize_to(rgb, round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
+        return saliency.overlay(rgb, heat)

@@ -114,6 +114,21 @@ class Run:
             writer.writerow([epoch, *(f"{v:.6g}" for v in values)])
         storage.write_bytes(self.path / "history.csv", buffer.getvalue().encode())
 
+    def write_trust(self, report: dict, familiarity: dict[str, np.ndarray]) -> None:
+        storage.write_json(self.path / "calibration.json", report)
+        storage.write_npz(self.path / "trust.npz", **familiarity)
+
+    @property
+    def calibration(self) -> dict | None:
+        return _read_optional(self.path / "calibration.json")
+
+    def familiarity(self) -> dict[str, np.ndarray] | None:
+        path = self.path / "trust.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as stored:
+            return {k: stored[k] for k in stored.files}
+
     def write_predictions(self, **arrays: np.ndarray) -> None:
         storage.write_npz(self.path / "predictions.npz", **arrays)
 

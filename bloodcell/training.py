@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from bloodcell import archs, datasets, evaluation, runs
+from bloodcell import archs, datasets, evaluation, runs, trust
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "constant")
@@ -154,6 +154,8 @@ def train(config: TrainConfig, log=print, on_run=None) -> runs.Run:
         summary["cross_validation"] = cross_validation
     run.write_json("metrics.json", summary)
     run.write_json("confusion.json", {"labels": result["labels"], "matrix": result["confusion_matrix"]})
+    if not config.folds:
+        fit_trust(run, model, train_part, val_part, test, log)
     if config.keep_model and not config.folds:
         run.save_model(_without_optimizer(model))
     run.checkpoint_path.unlink(missing_ok=True)
@@ -303,6 +305,68 @@ def predict_logits(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits of `model` for uint8 images `x`, from its float32 `logits` layer."""
     logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
     return np.asarray(logits_model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def features_and_logits(model, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate features (the head's input) and logits for uint8 images `x`."""
+    both = keras.Model(
+        model.inputs, [model.get_layer("head_dropout").input, model.get_layer("logits").output]
+    )
+    features, logits = both.predict(x, batch_size=batch_size, verbose=0)
+    return np.asarray(features, np.float32), np.asarray(logits, np.float32)
+
+
+def fit_trust(run: runs.Run, model, train: Part, val: Part, test: Part, log=print) -> dict:
+    """Fit temperature, review threshold and familiarity on training and validation data, score
+    them on the test split, and store them with the run (calibration.json, trust.npz)."""
+    train_features, _ = features_and_logits(model, train.x)
+    val_features, val_logits = features_and_logits(model, val.x)
+    test_features, test_logits = features_and_logits(model, test.x)
+    temperature = trust.fit_temperature(val_logits, val.y)
+    val_p = trust.calibrated(val_logits, temperature)
+    review = trust.review_threshold(val_p.max(axis=1), val_p.argmax(axis=1) == val.y)
+    familiarity = trust.Familiarity.fit(train_features, train.y)
+    familiarity.calibrate(val_features)
+    test_raw, test_p = trust.calibrated(test_logits, 1.0), trust.calibrated(test_logits, temperature)
+    statuses = np.array(
+        trust.status(test_p, familiarity.distance(test_features), review["threshold"], familiarity.threshold)
+    )
+    accepted = statuses == "confident"
+    correct = test_p.argmax(axis=1) == test.y
+    curve = trust.risk_coverage(val_p.max(axis=1), val_p.argmax(axis=1) == val.y)
+    keep = np.unique(np.linspace(0, len(curve["coverage"]) - 1, 200).astype(int))
+    report = {
+        "temperature": temperature,
+        "validation": {
+            "before": trust.scores(trust.calibrated(val_logits, 1.0), val.y),
+            "after": trust.scores(val_p, val.y),
+        },
+        "test": {"before": trust.scores(test_raw, test.y), "after": trust.scores(test_p, test.y)},
+        "reliability": {
+            "before": trust.reliability(test_raw, test.y),
+            "after": trust.reliability(test_p, test.y),
+        },
+        "review": review,
+        "risk_coverage": {k: [v[i] for i in keep] for k, v in curve.items()},
+        "familiar_below": familiarity.threshold,
+        "test_status": {
+            "confident": float(accepted.mean()),
+            "review": float((statuses == "review").mean()),
+            "unfamiliar": float((statuses == "unfamiliar").mean()),
+            "error_among_confident": float(1 - correct[accepted].mean()) if accepted.any() else None,
+        },
+    }
+    run.write_trust(report, familiarity.arrays())
+    run.update(
+        temperature=temperature, review_below=review["threshold"], familiar_below=familiarity.threshold
+    )
+    log(
+        f"calibration: T={temperature:.3f}, test ECE {report['test']['before']['ece']:.4f} -> "
+        f"{report['test']['after']['ece']:.4f}; confident {accepted.mean():.1%} of test cells "
+        f"with {report['test_status']['error_among_confident'] or 0:.2%} error, "
+        f"unfamiliar {report['test_status']['unfamiliar']:.1%}"
+    )
+    return report
 
 
 def predict_probabilities(model, x: np.ndarray) -> np.ndarray:

@@ -99,6 +99,38 @@ if folds:
     st.subheader("Cross-validation spread")
     st.plotly_chart(px.box(folds, x="run", y="fold accuracy", points="all"), width="stretch")
 
+calibrated = [run for run in chosen if run.calibration]
+if calibrated:
+    st.subheader("Calibration (test split)")
+    diagram = go.Figure()
+    diagram.add_scatter(
+        x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dot", "color": "grey"}
+    )
+    for run in calibrated:
+        for when in ("before", "after"):
+            bins = run.calibration["reliability"][when]
+            diagram.add_scatter(
+                x=[b["confidence"] for b in bins],
+                y=[b["accuracy"] for b in bins],
+                mode="lines+markers",
+                name=f"{run.id} {when} (ECE {run.calibration['test'][when]['ece']:.2%})",
+            )
+    diagram.update_layout(xaxis_title="confidence", yaxis_title="accuracy", height=420)
+    st.plotly_chart(diagram, width="stretch")
+    st.dataframe(
+        [
+            {
+                "run": run.id,
+                "temperature": run.calibration["temperature"],
+                "review below": run.calibration["review"]["threshold"],
+                "validation coverage": run.calibration["review"]["coverage"],
+                **{f"test {k}": v for k, v in run.calibration["test_status"].items()},
+            }
+            for run in calibrated
+        ],
+        hide_index=True,
+    )
+
 for run in chosen:
     st.download_button(
         f"Download the record of {run.id}", results.record_json(run), f"{run.id}.json", key=run.id

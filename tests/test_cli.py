@@ -24,7 +24,7 @@ def env(artifacts):
     return {**os.environ}
 
 
-def test_train_evaluate_predict_end_to_end(tiny_dataset, env, tmp_path):
+def test_train_evaluate_predict_end_to_end(tiny_dataset, env, artifacts, tmp_path):
     trained = bloodcell(
         "train",
         "--arch",
@@ -42,6 +42,9 @@ def test_train_evaluate_predict_end_to_end(tiny_dataset, env, tmp_path):
     )
     assert trained.returncode == 0, trained.stderr
     assert "epoch 1/1" in trained.stdout and "test accuracy" in trained.stdout
+
+    calibration = json.loads(next((artifacts / "runs").glob("*/calibration.json")).read_text())
+    assert calibration["temperature"] > 0 and "after" in calibration["test"]
 
     listed = bloodcell("runs", env=env)
     assert listed.returncode == 0 and "finished" in listed.stdout and listed.stdout.startswith("*")
@@ -62,7 +65,8 @@ def test_train_evaluate_predict_end_to_end(tiny_dataset, env, tmp_path):
     predicted = bloodcell("predict", str(good), str(bad), "--json", env=env)
     assert predicted.returncode == 2
     rows = [json.loads(line) for line in predicted.stdout.splitlines()]
-    assert rows[0]["label"] in rows[0]["probabilities"] and rows[0]["status"] in ("confident", "review")
+    assert rows[0]["label"] in rows[0]["probabilities"]
+    assert rows[0]["status"] in ("confident", "review", "unfamiliar")
     assert sum(rows[0]["probabilities"].values()) == pytest.approx(1, abs=1e-5)
     assert rows[1]["file"].endswith("notes.jpg") and "not a picture" in rows[1]["error"]
     assert "Traceback" not in predicted.stderr
