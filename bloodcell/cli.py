@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set-default", action="store_true", help="serve predictions from this run")
     train.set_defaults(command=_train)
 
+    resume = sub.add_parser("resume", help="continue an interrupted training run from its last checkpoint")
+    resume.add_argument("run", metavar="RUN_ID")
+    resume.set_defaults(command=_resume)
+
     evaluate = sub.add_parser("evaluate", help="score a model on a labelled folder")
     evaluate.add_argument("--data", required=True, help="folder with one sub-folder per class (any subset)")
     evaluate.add_argument("--model", help="run id or run directory (default: the default model)")
@@ -73,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("archs", help="list the architectures").set_defaults(command=_archs)
     sub.add_parser("runs", help="list the stored runs").set_defaults(command=_runs)
+
+    table = sub.add_parser("table", help="the stored runs as a Markdown table")
+    table.add_argument("--match", default="", help="only runs whose id contains this")
+    table.set_defaults(command=_table)
 
     calibrate = sub.add_parser(
         "calibrate", help="fit calibration and statuses of a stored run on its own data"
@@ -101,6 +109,13 @@ def _train(args) -> int:
     if args.set_default:
         runs.set_default(run.id)
         print(f"default model: {run.id}")
+    return 0
+
+
+def _resume(args) -> int:
+    from bloodcell import training
+
+    training.resume(args.run, log=lambda line: print(line, flush=True))
     return 0
 
 
@@ -162,6 +177,13 @@ def _runs(args) -> int:
         accuracy = f"{metrics['accuracy']:.4f}" if "accuracy" in metrics else "-"
         mark = "*" if run.id == default else " "
         print(f"{mark} {run.id:<40} {record.get('arch', '?'):<12} {run.status:<12} accuracy {accuracy}")
+    return 0
+
+
+def _table(args) -> int:
+    from bloodcell import results
+
+    print(results.markdown(args.match))
     return 0
 
 

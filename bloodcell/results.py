@@ -51,3 +51,41 @@ def record_json(run: runs.Run) -> str:
         {"run": run.record, "metrics": run.metrics, "confusion": run.confusion, "history": run.history()},
         indent=2,
     )
+
+
+def markdown(prefix: str = "") -> str:
+    """The finished runs whose id contains `prefix` as a Markdown table (the README's)."""
+    header = [
+        "run",
+        "architecture",
+        "method",
+        "px",
+        "epochs",
+        "test accuracy",
+        "balanced acc.",
+        "macro-F1",
+        "CV accuracy (mean ± std)",
+        "training min",
+        "parameters",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
+    for run in sorted(runs.all_runs(), key=lambda r: r.id):
+        if prefix not in run.id or run.status != "finished":
+            continue
+        record, metrics = run.record, run.metrics or {}
+        cv = metrics.get("cross_validation")
+        cells = [
+            run.id,
+            record["arch"],
+            record.get("method", ""),
+            record["image_size"],
+            record.get("epochs_run", ""),
+            f"{metrics['accuracy']:.2%}",
+            f"{metrics['balanced_accuracy']:.2%}",
+            f"{metrics['macro_f1']:.2%}",
+            f"{cv['accuracy']['mean']:.2%} ± {cv['accuracy']['std']:.2%}" if cv else "",
+            f"{record['train_seconds'] / 60:.1f}",
+            f"{record['parameters']:,}",
+        ]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines)

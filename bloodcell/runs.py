@@ -134,33 +134,65 @@ class Run:
 
     def save_model(self, model) -> None:
         """Save the model atomically and record its sha256 beside it."""
+        digest = self._save_keras(model, MODEL)
+        storage.write_bytes(self.path / f"{MODEL}.sha256", f"{digest}  {MODEL}\n".encode())
+        self.update(model_sha256=digest)
+
+    def _save_keras(self, model, name: str) -> str:
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".model-", suffix=".keras")
         os.close(fd)
         try:
             model.save(tmp)
             digest = _sha256(Path(tmp))
-            os.replace(tmp, self.path / MODEL)
+            os.replace(tmp, self.path / name)
         finally:
             Path(tmp).unlink(missing_ok=True)
-        storage.write_bytes(self.path / f"{MODEL}.sha256", f"{digest}  {MODEL}\n".encode())
-        self.update(model_sha256=digest)
+        return digest
+
+    def save_checkpoint(self, model, epoch: int, curves: list[dict], seconds: float) -> None:
+        """Keep the model with its optimizer after `epoch` completed epochs, to resume from."""
+        digest = self._save_keras(model, CHECKPOINT)
+        self.update(
+            checkpoint_epoch=epoch,
+            checkpoint_sha256=digest,
+            checkpoint_curves=curves,
+            checkpoint_seconds=seconds,
+        )
+
+    def load_checkpoint(self):
+        """(compiled model, completed epochs, their curves) from the last checkpoint."""
+        record = self.record
+        model = self._load_keras(CHECKPOINT, record.get("checkpoint_sha256"), compile=True)
+        return model, record["checkpoint_epoch"], record.get("checkpoint_curves", [])
+
+    def restart(self) -> None:
+        """Mark an interrupted run as running again in this process."""
+        record = self.record
+        self.update(
+            status="running",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            train_seconds_before_resume=record.get("checkpoint_seconds", 0.0),
+        )
 
     def load_model(self):
         """Load this run's model in safe mode, after checking its sha256 against the record."""
-        path = self.path / MODEL
+        return self._load_keras(MODEL, self.record.get("model_sha256"))
+
+    def _load_keras(self, name: str, expected: str | None, compile: bool = False):
+        path = self.path / name
         if not path.exists():
-            raise RunError(f"Run {self.id} kept no model file.")
-        expected = self.record.get("model_sha256")
+            raise RunError(f"Run {self.id} kept no {name.removesuffix('.keras')} file.")
         if not expected or _sha256(path) != expected:
             raise RunError(
-                f"The model file of run {self.id} fails its checksum; "
+                f"The {name} file of run {self.id} fails its checksum; "
                 "it was changed or damaged and will not be loaded."
             )
         import keras
 
         from bloodcell import archs  # noqa: F401 - registers the custom layers before loading
 
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
 
 
 def _read_optional(path: Path):

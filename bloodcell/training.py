@@ -78,10 +78,11 @@ class Part:
     y: np.ndarray
 
 
-def train(config: TrainConfig, log=print, on_run=None) -> runs.Run:
+def train(config: TrainConfig, log=print, on_run=None, resume: runs.Run | None = None) -> runs.Run:
     """Train `config.arch` on `config.data`, evaluate it on the held-out test split and store the run.
 
-    `on_run(run)` is called once the run directory exists (the dashboard follows its progress)."""
+    `on_run(run)` is called once the run directory exists (the dashboard follows its progress).
+    With `resume`, an interrupted run continues from its last checkpoint instead."""
     dataset = datasets.discover(config.data)
     split = datasets.split(dataset, config.test_fraction, config.val_fraction, config.seed)
     x, readable = datasets.load_arrays(dataset, config.image_size)
@@ -93,6 +94,15 @@ def train(config: TrainConfig, log=print, on_run=None) -> runs.Run:
         f"train {len(index['train'])}, validation {len(index['val'])}, test {len(index['test'])}"
     )
     n_classes = len(dataset.classes)
+    if resume is not None:
+        if dataset.fingerprint != resume.record["dataset"]["fingerprint"]:
+            raise ValueError(f"The data changed since run {resume.id} started; it cannot be resumed.")
+        run = resume
+        run.restart()
+        if on_run:
+            on_run(run)
+        log(f"run {run.id}: resuming after epoch {run.record['checkpoint_epoch']}")
+        return _train_and_store(config, run, dataset, x, index, log, run.load_checkpoint())
     probe = archs.build(config.arch, n_classes, config.image_size, config.weights)
     run = runs.create(
         config.name or config.arch,
@@ -119,6 +129,27 @@ def train(config: TrainConfig, log=print, on_run=None) -> runs.Run:
     if on_run:
         on_run(run)
     log(f"run {run.id}: {config.arch} at {config.image_size} px, {_method(config)}")
+    return _train_and_store(config, run, dataset, x, index, log)
+
+
+def resume(run_id: str, log=print, on_run=None) -> runs.Run:
+    """Continue an interrupted single-split supervised run from its last completed epoch."""
+    run = runs.get(run_id)
+    record = run.record
+    if run.status != "interrupted":
+        raise ValueError(f"Run {run_id} is {run.status}; only an interrupted run can be resumed.")
+    if "checkpoint_epoch" not in record:
+        raise ValueError(
+            f"Run {run_id} was interrupted before its first epoch ended; start it again instead."
+        )
+    config = TrainConfig(**record["config"])
+    if config.folds or archs.get(config.arch).strategy != "supervised":
+        raise ValueError("Only single-split supervised runs can be resumed; start this one again instead.")
+    return train(config, log, on_run, resume=run)
+
+
+def _train_and_store(config, run, dataset, x, index, log, checkpoint=None) -> runs.Run:
+    n_classes = len(dataset.classes)
     test = Part(x[index["test"]], dataset.labels[index["test"]])
     started = time.time()
     if config.folds:
@@ -137,10 +168,10 @@ def train(config: TrainConfig, log=print, on_run=None) -> runs.Run:
     else:
         train_part = Part(x[index["train"]], dataset.labels[index["train"]])
         val_part = Part(x[index["val"]], dataset.labels[index["val"]])
-        model, history = fit(config, train_part, val_part, n_classes, run, log)
+        model, history = fit(config, train_part, val_part, n_classes, run, log, checkpoint)
         logits = predict_logits(model, test.x)
         cross_validation = None
-    train_seconds = time.time() - started
+    train_seconds = time.time() - started + run.record.get("train_seconds_before_resume", 0.0)
 
     result = evaluation.metrics(test.y, _softmax(logits), dataset.classes)
     run.write_history(history)
@@ -172,43 +203,57 @@ def train(config: TrainConfig, log=print, on_run=None) -> runs.Run:
     return run
 
 
-def fit(config: TrainConfig, train: Part, val: Part, n_classes: int, run: runs.Run, log) -> tuple:
-    """Fit a fresh model with the strategy of the architecture; returns (model, history dict)."""
+def fit(
+    config: TrainConfig, train: Part, val: Part, n_classes: int, run: runs.Run, log, checkpoint=None
+) -> tuple:
+    """Fit a model with the strategy of the architecture; returns (model, history dict).
+
+    `checkpoint` (model, completed epochs, their curves) continues a supervised run."""
     keras.utils.set_random_seed(config.seed)
     if config.smote:
         before = len(train.y)
         train = Part(*oversample(train.x, train.y, config.seed))
         log(f"SMOTE: {len(train.y) - before} synthetic training images added")
+    if checkpoint:
+        return _fit_supervised(config, train, val, n_classes, run, log, checkpoint=checkpoint)
     strategy = STRATEGIES[archs.get(config.arch).strategy]
     return strategy(config, train, val, n_classes, run, log)
 
 
-def _fit_supervised(config, train: Part, val: Part, n_classes: int, run, log, model=None, epochs=None):
-    model = model or archs.build(config.arch, n_classes, config.image_size, config.weights)
+def _fit_supervised(
+    config, train: Part, val: Part, n_classes: int, run, log, model=None, epochs=None, checkpoint=None
+):
     epochs = epochs or config.epochs
     steps = -(-len(train.y) // config.batch_size)
-    model.compile(
-        optimizer=_optimizer(config, steps, epochs),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
-    )
-    callbacks = [Progress(run, steps, epochs, log), keras.callbacks.ModelCheckpoint(run.checkpoint_path)]
+    initial_epoch, curves = 0, []
+    if checkpoint:  # compiled, with the optimizer's state and step count
+        model, initial_epoch, curves = checkpoint
+    else:
+        model = model or archs.build(config.arch, n_classes, config.image_size, config.weights)
+        model.compile(
+            optimizer=_optimizer(config, steps, epochs),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            metrics=["accuracy"],
+        )
+    progress = Progress(run, steps, epochs, log, curves)
+    callbacks = [progress]
     if config.patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_accuracy", patience=config.patience, restore_best_weights=True
             )
         )
-    history = model.fit(
+    model.fit(
         _batches(train.x, tf.one_hot(train.y, n_classes), config, training=True),
         validation_data=_batches(val.x, tf.one_hot(val.y, n_classes), config, training=False),
         epochs=epochs,
+        initial_epoch=initial_epoch,
         callbacks=callbacks,
         class_weight=class_weights(train.y, n_classes) if config.class_weights else None,
         shuffle=False,
         verbose=0,
     )
-    return model, history.history
+    return model, progress.history()
 
 
 def _fit_supcon(config, train: Part, val: Part, n_classes: int, run, log):
@@ -470,13 +515,18 @@ def augmenter(seed: int = 0):
 class Progress(keras.callbacks.Callback):
     """Logs each epoch and keeps progress.json in the run up to date for the dashboard."""
 
-    def __init__(self, run: runs.Run, steps: int, epochs: int, log):
+    def __init__(self, run: runs.Run, steps: int, epochs: int, log, curves: list[dict] | None = None):
         super().__init__()
         self.run, self.steps, self.epochs, self.log = run, steps, epochs, log
         self.started = time.time()
         self.last_write = 0.0
         self.epoch = 0
-        self.curves: list[dict] = []
+        self.curves: list[dict] = list(curves or [])
+
+    def history(self) -> dict[str, list[float]]:
+        """Per-epoch logs of the whole run, epochs before a resume included."""
+        keys = [k for k in self.curves[0] if k != "epoch"] if self.curves else []
+        return {k: [c.get(k, float("nan")) for c in self.curves] for k in keys}
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -489,6 +539,7 @@ class Progress(keras.callbacks.Callback):
         logs = {k: float(v) for k, v in (logs or {}).items()}
         self.curves.append({"epoch": epoch + 1, **logs})
         self._write(self.steps, logs)
+        self.run.save_checkpoint(self.model, epoch + 1, self.curves, time.time() - self.started)
         shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "learning_rate")
         self.log(f"epoch {epoch + 1}/{self.epochs}  {shown}  ({time.time() - self.started:.0f} s)")
 
