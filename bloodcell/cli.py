@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("archs", help="list the architectures").set_defaults(command=_archs)
     sub.add_parser("runs", help="list the stored runs").set_defaults(command=_runs)
 
+    bench = sub.add_parser("benchmark", help="serving speed of a model on this machine (JSON)")
+    bench.add_argument("images", nargs="+", metavar="IMAGE", help="cell images to answer")
+    bench.add_argument("--model", help="run id or run directory (default: the default model)")
+    bench.add_argument("--out", help="also write the JSON here")
+    bench.set_defaults(command=_benchmark)
+
     table = sub.add_parser("table", help="the stored runs as a Markdown table")
     table.add_argument("--match", default="", help="only runs whose id contains this")
     table.set_defaults(command=_table)
@@ -177,6 +183,16 @@ def _runs(args) -> int:
         accuracy = f"{metrics['accuracy']:.4f}" if "accuracy" in metrics else "-"
         mark = "*" if run.id == default else " "
         print(f"{mark} {run.id:<40} {record.get('arch', '?'):<12} {run.status:<12} accuracy {accuracy}")
+    return 0
+
+
+def _benchmark(args) -> int:
+    from bloodcell import benchmark, storage
+
+    result = json.dumps(benchmark.serving([Path(p).read_bytes() for p in args.images], args.model), indent=2)
+    print(result)
+    if args.out:
+        storage.write_bytes(Path(args.out), (result + "\n").encode())
     return 0
 
 
