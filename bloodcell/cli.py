@@ -88,11 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--match", default="", help="only runs whose id contains this")
     table.set_defaults(command=_table)
 
-    calibrate = sub.add_parser(
-        "calibrate", help="fit calibration and statuses of a stored run on its own data"
+    rescore = sub.add_parser(
+        "rescore", help="score a stored run again on its test split and fit its calibration again"
     )
-    calibrate.add_argument("--model", help="run id or run directory (default: the default model)")
-    calibrate.set_defaults(command=_calibrate)
+    rescore.add_argument("--model", help="run id or run directory (default: the default model)")
+    rescore.add_argument(
+        "--data", help="another copy of its images, e.g. the originals (default: its training data)"
+    )
+    rescore.set_defaults(command=_rescore)
 
     audit = sub.add_parser("audit", help="counts, sizes, unreadable files and duplicates of a folder")
     audit.add_argument("--data", required=True)
@@ -203,24 +206,10 @@ def _table(args) -> int:
     return 0
 
 
-def _calibrate(args) -> int:
+def _rescore(args) -> int:
     from bloodcell import training
 
-    run = runs.resolve(args.model)
-    record = run.record
-    config = record["config"]
-    dataset = datasets.discover(config["data"])
-    if dataset.fingerprint != record["dataset"]["fingerprint"]:
-        raise ValueError(
-            f"The data in {config['data']} changed since run {run.id} was trained; cannot calibrate."
-        )
-    split = datasets.split(dataset, config["test_fraction"], config["val_fraction"], config["seed"])
-    x, readable = datasets.load_arrays(dataset, record["image_size"])
-    parts = [
-        training.Part(x[i[readable[i]]], dataset.labels[i[readable[i]]])
-        for i in (split.train, split.val, split.test)
-    ]
-    training.fit_trust(run, run.load_model(), *parts, log=lambda line: print(line, flush=True))
+    training.rescore(runs.resolve(args.model), args.data, log=lambda line: print(line, flush=True))
     return 0
 
 

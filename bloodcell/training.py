@@ -15,8 +15,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
-from keras import ops
+from keras import layers, ops
 
 from bloodcell import archs, datasets, evaluation, runs, trust
 
@@ -173,18 +172,8 @@ def _train_and_store(config, run, dataset, x, index, log, checkpoint=None) -> ru
         cross_validation = None
     train_seconds = time.time() - started + run.record.get("train_seconds_before_resume", 0.0)
 
-    result = evaluation.metrics(test.y, _softmax(logits), dataset.classes)
     run.write_history(history)
-    run.write_predictions(
-        logits=logits,
-        labels=test.y,
-        files=np.array([str(dataset.files[i].relative_to(dataset.root)) for i in index["test"]]),
-    )
-    summary = {k: v for k, v in result.items() if k not in ("labels", "confusion_matrix")}
-    if cross_validation:
-        summary["cross_validation"] = cross_validation
-    run.write_json("metrics.json", summary)
-    run.write_json("confusion.json", {"labels": result["labels"], "matrix": result["confusion_matrix"]})
+    result = _store_scores(run, dataset, index["test"], logits, cross_validation)
     if not config.folds:
         fit_trust(run, model, train_part, val_part, test, log)
     if config.keep_model and not config.folds:
@@ -201,6 +190,56 @@ def _train_and_store(config, run, dataset, x, index, log, checkpoint=None) -> ru
         f"({result['n']} images); training took {train_seconds / 60:.1f} min"
     )
     return run
+
+
+def _store_scores(run, dataset, test_index, logits, cross_validation=None) -> dict:
+    """Test metrics, confusion matrix and per-image logits of a run."""
+    labels = dataset.labels[test_index]
+    result = evaluation.metrics(labels, _softmax(logits), dataset.classes)
+    run.write_predictions(logits=logits, labels=labels, files=np.array(_relative(dataset, test_index)))
+    summary = {k: v for k, v in result.items() if k not in ("labels", "confusion_matrix")}
+    if cross_validation:
+        summary["cross_validation"] = cross_validation
+    run.write_json("metrics.json", summary)
+    run.write_json("confusion.json", {"labels": result["labels"], "matrix": result["confusion_matrix"]})
+    return result
+
+
+def _relative(dataset, index) -> list[str]:
+    return [str(dataset.files[i].relative_to(dataset.root)) for i in index]
+
+
+def rescore(run: runs.Run, data: str | None = None, log=print) -> dict:
+    """Score a stored run again on the test split of `data` (default: the data it was trained
+    on) and fit its calibration again: metrics, confusion, predictions, calibration, statuses.
+
+    `data` may be another copy of the same images, such as the full-size originals of a compact
+    copy that an accelerator trained on. Its split must hold the very files the run was tested
+    on (compared by path without extension), so no image the model learnt from is scored."""
+    record = run.record
+    config = TrainConfig(**record["config"])
+    dataset = datasets.discover(data or config.data)
+    split = datasets.split(dataset, config.test_fraction, config.val_fraction, config.seed)
+    x, readable = datasets.load_arrays(dataset, config.image_size)
+    index = {name: idx[readable[idx]] for name, idx in dataclasses.asdict(split).items()}
+    tested = run.predictions()["files"] if (run.path / "predictions.npz").is_file() else []
+
+    def stems(files) -> list[str]:
+        return sorted(str(Path(f).with_suffix("")) for f in files)
+
+    same_split = {k: len(v) for k, v in index.items()} == record.get("split")
+    if not same_split or stems(tested) != stems(_relative(dataset, index["test"])):
+        raise ValueError(
+            f"The test split of {dataset.root} does not hold the images run {run.id} was tested on; "
+            "rescoring it there could score images the model learnt from."
+        )
+    model = run.load_model()
+    parts = {name: Part(x[i], dataset.labels[i]) for name, i in index.items()}
+    result = _store_scores(run, dataset, index["test"], predict_logits(model, parts["test"].x))
+    fit_trust(run, model, parts["train"], parts["val"], parts["test"], log)
+    run.update(scored_on={"root": str(dataset.root.resolve()), "fingerprint": dataset.fingerprint})
+    log(f"test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} ({result['n']} images)")
+    return result
 
 
 def fit(
@@ -227,10 +266,12 @@ def _fit_supervised(
     steps = -(-len(train.y) // config.batch_size)
     initial_epoch, curves = 0, []
     if checkpoint:  # compiled, with the optimizer's state and step count
-        model, initial_epoch, curves = checkpoint
+        trainer, initial_epoch, curves = checkpoint
+        model = trainer.get_layer(config.arch) if config.augment else trainer
     else:
         model = model or archs.build(config.arch, n_classes, config.image_size, config.weights)
-        model.compile(
+        trainer = _trainer(model, config)
+        trainer.compile(
             optimizer=_optimizer(config, steps, epochs),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=["accuracy"],
@@ -243,17 +284,32 @@ def _fit_supervised(
                 monitor="val_accuracy", patience=config.patience, restore_best_weights=True
             )
         )
-    model.fit(
-        _batches(train.x, tf.one_hot(train.y, n_classes), config, training=True),
-        validation_data=_batches(val.x, tf.one_hot(val.y, n_classes), config, training=False),
+    one_hot = np.eye(n_classes, dtype=np.float32)
+    weights = class_weights(train.y, n_classes) if config.class_weights else None
+    trainer.fit(
+        Batches(train.x, one_hot[train.y], config.batch_size, config.shuffle, config.seed, weights=weights),
+        validation_data=Batches(val.x, one_hot[val.y], config.batch_size),
         epochs=epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
-        class_weight=class_weights(train.y, n_classes) if config.class_weights else None,
-        shuffle=False,
         verbose=0,
     )
-    return model, progress.history()
+    history = progress.history()
+    if config.augment:
+        before, after = precise_batchnorm(model, train.x, val, config.batch_size, config.seed)
+        log(f"BatchNorm statistics of clean training images: validation accuracy {before:.4f} -> {after:.4f}")
+        history["val_accuracy_precise_bn"] = [float("nan")] * (len(history["loss"]) - 1) + [after]
+    return model, history
+
+
+def _trainer(model, config: TrainConfig, views: int = 1):
+    """The model behind random augmentation: what is fitted; `model` alone is what is served."""
+    if not config.augment:
+        return model
+    size = config.image_size
+    return keras.Sequential(
+        [keras.Input((size, size, 3), name="image"), Augment(seed=config.seed), model], name="trainer"
+    )
 
 
 def _fit_supcon(config, train: Part, val: Part, n_classes: int, run, log):
@@ -267,17 +323,19 @@ def _fit_supcon(config, train: Part, val: Part, n_classes: int, run, log):
     projection = keras.Sequential(
         [keras.layers.Dense(256, activation="relu"), keras.layers.Dense(128)], name="projection"
     )
-    pretrain = keras.Model(image, projection(encoder(image)), name="supcon_pretrain")
+    view = Augment(seed=config.seed)(image) if config.augment else image
+    pretrain = keras.Model(image, projection(encoder(view)), name="supcon_pretrain")
     steps = -(-len(train.y) // config.batch_size)
     pretrain.compile(optimizer=_optimizer(config, steps, config.epochs), loss=SupConLoss())
     log("contrastive pre-training")
     contrastive = pretrain.fit(
-        _batches(train.x, train.y, config, training=True, views=2),
+        Batches(train.x, train.y, config.batch_size, config.shuffle, config.seed, views=2),
         epochs=config.epochs,
         callbacks=[Progress(run, steps, config.epochs, log)],
-        shuffle=False,
         verbose=0,
     )
+    if config.augment:
+        precise_batchnorm(encoder, train.x, None, config.batch_size, config.seed)
     encoder.trainable = False
     model = keras.Model(image, archs.head(encoder(image), n_classes), name=config.arch)
     log("classifier on the frozen encoder")
@@ -467,59 +525,132 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int):
     return keras.optimizers.RMSprop(rate, weight_decay=decay)
 
 
-def _batches(x: np.ndarray, y, config: TrainConfig, training: bool, views: int = 1):
-    data = tf.data.Dataset.from_tensor_slices((x, y))
-    if training and config.shuffle:
-        data = data.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
-    data = data.batch(config.batch_size)
-    if training and (config.augment or views > 1):
-        augment = augmenter(config.seed) if config.augment else (lambda images: tf.cast(images, tf.float32))
-        if views == 1:
-            data = data.map(
-                lambda images, labels: (augment(images), labels), num_parallel_calls=tf.data.AUTOTUNE
-            )
-        else:
-            data = data.map(
-                lambda images, labels: (
-                    tf.concat([augment(images) for _ in range(views)], axis=0),
-                    tf.concat([labels] * views, axis=0),
-                ),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
-    return data.prefetch(tf.data.AUTOTUNE)
+class Batches(keras.utils.PyDataset):
+    """Batches of uint8 images and targets, reshuffled every epoch with a seeded generator.
+
+    `views` repeats each batch (contrastive learning: the augmentation makes the copies
+    differ); `weights` ({class: weight}) adds per-image loss weights from one-hot targets."""
+
+    def __init__(
+        self, x, y, batch_size: int, shuffle: bool = False, seed: int = 0, views: int = 1, weights=None
+    ):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.shuffle, self.views = x, y, batch_size, shuffle, views
+        self.weights = (
+            None if weights is None else np.array([weights[i] for i in sorted(weights)], np.float32)
+        )
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(len(x))
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, i: int):
+        chosen = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        x, y = np.concatenate([self.x[chosen]] * self.views), np.concatenate([self.y[chosen]] * self.views)
+        if self.weights is None:
+            return x, y
+        return x, y, self.weights[y.argmax(axis=1)]
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.rng.shuffle(self.order)
 
 
-def augmenter(seed: int = 0):
-    """Random augmentation for stained smears: the 8 flips/right-angle turns, a small free
-    rotation and zoom, and mild colour jitter. Works on uint8-valued batches, returns float32."""
-    rotate = keras.layers.RandomRotation(1 / 16, fill_mode="reflect", seed=seed)
-    zoom = keras.layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=seed + 1)
-    generator = tf.random.Generator.from_seed(seed + 2)
+@keras.saving.register_keras_serializable(package="bloodcell")
+class Augment(layers.Layer):
+    """Random augmentation for stained smears, in training only: the 8 flips and right-angle
+    turns, a rotation of up to 22.5 degrees with a zoom of up to 10% (one affine warp, edges
+    reflected), and mild colour jitter. uint8-valued RGB in, float32 out. Written in Keras ops
+    that compile (XLA), so it runs on any backend and on the accelerator inside the step."""
 
-    def apply(images):
-        x = tf.cast(images, tf.float32)
-        x = tf.image.rot90(x, k=generator.uniform([], 0, 4, dtype=tf.int32))
-        x = tf.where(generator.uniform([tf.shape(x)[0], 1, 1, 1]) < 0.5, tf.reverse(x, axis=[2]), x)
-        x = zoom(rotate(x, training=True), training=True)
-        n = tf.shape(x)[0]
-        brightness = generator.uniform([n, 1, 1, 1], -12.0, 12.0)
-        contrast = generator.uniform([n, 1, 1, 1], 0.9, 1.1)
-        channel = generator.uniform([n, 1, 1, 3], 0.96, 1.04)
-        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-        x = ((x - mean) * contrast + mean) * channel + brightness
-        return tf.clip_by_value(x, 0.0, 255.0)
+    def __init__(self, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
 
-    return apply
+    def call(self, images, training=False):
+        x = ops.cast(images, "float32")
+        if not training:
+            return x
+        n, size = ops.shape(x)[0], x.shape[1]
+
+        def uniform(shape, low=0.0, high=1.0):
+            return keras.random.uniform(shape, low, high, seed=self.generator)
+
+        x = ops.where(uniform((n, 1, 1, 1)) < 0.5, ops.transpose(x, (0, 2, 1, 3)), x)
+        x = ops.where(uniform((n, 1, 1, 1)) < 0.5, ops.flip(x, axis=1), x)
+        x = ops.where(uniform((n, 1, 1, 1)) < 0.5, ops.flip(x, axis=2), x)
+        angle, scale = uniform((n,), -np.pi / 8, np.pi / 8), uniform((n,), 0.9, 1.1)
+        cos, sin, centre = ops.cos(angle) / scale, ops.sin(angle) / scale, (size - 1) / 2
+        zero = ops.zeros_like(cos)
+        # output pixel (col, row) samples the input at centre + R(angle) (p - centre) / scale
+        transform = ops.stack(
+            [cos, -sin, centre * (1 - cos + sin), sin, cos, centre * (1 - sin - cos), zero, zero], axis=1
+        )
+        x = ops.image.affine_transform(x, transform, interpolation="bilinear", fill_mode="reflect")
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        contrast, tint = uniform((n, 1, 1, 1), 0.9, 1.1), uniform((n, 1, 1, 3), 0.96, 1.04)
+        x = ((x - mean) * contrast + mean) * tint + uniform((n, 1, 1, 1), -12.0, 12.0)
+        return ops.clip(x, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+def precise_batchnorm(model, x: np.ndarray, val: Part | None, batch_size: int, seed: int) -> tuple:
+    """Replace BatchNorm running statistics by their plain average over batches of clean
+    (unaugmented) training images, as in "Rethinking Batch in BatchNorm" (Wu & Johnson, 2021):
+    the moving averages of augmented batches lag behind the weights and miss clean images.
+
+    Kept only if validation accuracy does not drop; returns it (before, after), NaN without `val`."""
+    norms = [
+        layer for layer in _layers(model) if isinstance(layer, layers.BatchNormalization) and layer.trainable
+    ]
+    if not norms:
+        return float("nan"), float("nan")
+    score = (lambda: float(np.mean(predict_logits(model, val.x).argmax(axis=1) == val.y))) if val else None
+    before, saved = score() if score else float("nan"), model.get_weights()
+    momentum = [layer.momentum for layer in norms]
+    order = np.random.default_rng(seed).permutation(len(x))
+    for k, start in enumerate(range(0, len(x) - batch_size + 1, batch_size)):
+        for layer in norms:
+            layer.momentum = k / (k + 1)  # the running mean of the batch statistics seen so far
+        model(x[order[start : start + batch_size]], training=True)
+    for layer, value in zip(norms, momentum, strict=True):
+        layer.momentum = value
+    after = score() if score else float("nan")
+    if after < before:
+        model.set_weights(saved)
+        after = before
+    return before, after
+
+
+def _layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _layers(layer)
+
+
+# A checkpoint after the first epoch, then at most once a minute: fast epochs (an accelerator)
+# would otherwise spend their time writing files.
+CHECKPOINT_SECONDS = 60.0
 
 
 class Progress(keras.callbacks.Callback):
-    """Logs each epoch and keeps progress.json in the run up to date for the dashboard."""
+    """Logs each epoch, keeps progress.json in the run up to date for the dashboard and keeps
+    a checkpoint to resume from."""
 
     def __init__(self, run: runs.Run, steps: int, epochs: int, log, curves: list[dict] | None = None):
         super().__init__()
         self.run, self.steps, self.epochs, self.log = run, steps, epochs, log
         self.started = time.time()
-        self.last_write = 0.0
+        self.last_write = self.last_checkpoint = 0.0
         self.epoch = 0
         self.curves: list[dict] = list(curves or [])
 
@@ -539,7 +670,9 @@ class Progress(keras.callbacks.Callback):
         logs = {k: float(v) for k, v in (logs or {}).items()}
         self.curves.append({"epoch": epoch + 1, **logs})
         self._write(self.steps, logs)
-        self.run.save_checkpoint(self.model, epoch + 1, self.curves, time.time() - self.started)
+        if time.time() - self.last_checkpoint >= CHECKPOINT_SECONDS or epoch + 1 == self.epochs:
+            self.run.save_checkpoint(self.model, epoch + 1, self.curves, time.time() - self.started)
+            self.last_checkpoint = time.time()
         shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "learning_rate")
         self.log(f"epoch {epoch + 1}/{self.epochs}  {shown}  ({time.time() - self.started:.0f} s)")
 
@@ -567,8 +700,8 @@ def _versions() -> dict[str, str]:
 
     return {
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "backend": keras.backend.backend(),
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
         "platform": sys.platform,

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from tests.conftest import ROOT
 
@@ -45,6 +46,21 @@ def test_train_evaluate_predict_end_to_end(tiny_dataset, env, artifacts, tmp_pat
 
     calibration = json.loads(next((artifacts / "runs").glob("*/calibration.json")).read_text())
     assert calibration["temperature"] > 0 and "after" in calibration["test"]
+
+    # the same images in another format (as a compact copy for an accelerator would be) rescore it;
+    # a folder whose split differs is refused
+    copy, other = tmp_path / "copy", tmp_path / "other"
+    for image in tiny_dataset.glob("*/*.png"):
+        for root in (copy, other):
+            (root / image.parent.name).mkdir(parents=True, exist_ok=True)
+            Image.open(image).save(root / image.parent.name / f"{image.stem}.bmp")
+    Image.open(image).save(other / image.parent.name / "one_more.bmp")
+    rescored = bloodcell("rescore", "--data", str(copy), env=env)
+    assert rescored.returncode == 0, rescored.stderr
+    record = json.loads(next((artifacts / "runs").glob("*/run.json")).read_text())
+    assert record["scored_on"]["root"] == str(copy.resolve()) and "test accuracy" in rescored.stdout
+    refused = bloodcell("rescore", "--data", str(other), env=env)
+    assert refused.returncode == 2 and "does not hold the images" in refused.stderr
 
     listed = bloodcell("runs", env=env)
     assert listed.returncode == 0 and "finished" in listed.stdout and listed.stdout.startswith("*")

@@ -42,11 +42,11 @@ def test_sigkill_leaves_an_interrupted_run_that_resumes(tiny_dataset, artifacts)
     run = None
     while time.time() < deadline:
         found = [r for r in runs.all_runs() if r.id != earlier.id]
-        if found and found[0].record.get("checkpoint_epoch", 0) >= 2:
+        if found and found[0].record.get("checkpoint_epoch", 0) >= 1:
             run = found[0]
             break
         time.sleep(0.05)
-    assert run is not None, "training never reached its third epoch"
+    assert run is not None, "training never completed its first epoch"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
 

@@ -117,3 +117,51 @@ def test_cross_validation_records_mean_and_spread(tiny_dataset, artifacts):
     assert not run.has_model and "3-fold-cv" in run.record["method"]
     assert json.loads((run.path / "run.json").read_text())["config"]["optimizer"] == "sgd"
     assert runs.get(run.id).status == "finished"
+
+
+def test_augment_changes_training_batches_only_and_keeps_pixels_in_range():
+    images = np.stack([np.asarray(cell_image(k % 8, size=48, seed=k)) for k in range(6)])
+    augment = training.Augment(seed=3)
+    served = np.asarray(augment(images, training=False))
+    assert served.dtype == np.float32 and np.array_equal(served, images.astype(np.float32))
+    seen = np.asarray(augment(images, training=True))
+    assert seen.shape == images.shape and seen.min() >= 0 and seen.max() <= 255
+    assert not np.allclose(seen, images)
+    again = np.asarray(augment(images, training=True))
+    assert not np.allclose(seen, again), "two draws gave the same augmentation"
+
+
+def test_batches_cover_every_image_once_per_epoch_in_a_new_order():
+    x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
+    y = np.eye(2, dtype=np.float32)[np.array([0] * 7 + [1] * 3)]
+    batches = training.Batches(x, y, batch_size=4, shuffle=True, seed=1, weights={0: 0.5, 1: 2.0})
+    assert len(batches) == 3
+
+    def epoch():
+        parts = [batches[i] for i in range(len(batches))]
+        return np.concatenate([p[0][:, 0, 0, 0] for p in parts]), parts
+
+    first, parts = epoch()
+    assert sorted(first) == list(range(10))
+    for images, targets, weights in parts:  # each image keeps its own label and class weight
+        assert np.array_equal(targets.argmax(axis=1), (images[:, 0, 0, 0] >= 7).astype(int))
+        assert np.array_equal(weights, np.where(targets.argmax(axis=1) == 1, 2.0, 0.5))
+    batches.on_epoch_end()
+    second, _ = epoch()
+    assert sorted(second) == list(range(10)) and not np.array_equal(first, second)
+    images, labels = training.Batches(x, y[:, 1], batch_size=4, views=2)[0]
+    assert len(images) == 8 and np.array_equal(images[:4], images[4:])
+    assert np.array_equal(labels[:4], labels[4:])
+
+
+def test_precise_batchnorm_sets_running_statistics_to_those_of_clean_images():
+    import keras
+
+    inputs = keras.Input((4, 4, 3))
+    outputs = keras.layers.BatchNormalization(momentum=0.99, name="bn")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(keras.layers.Flatten()(outputs)))
+    x = np.random.default_rng(0).uniform(100, 200, (64, 4, 4, 3)).astype(np.float32)
+    training.precise_batchnorm(model, x, None, batch_size=16, seed=0)
+    bn = model.get_layer("bn")
+    assert np.allclose(np.asarray(bn.moving_mean), x.mean(axis=(0, 1, 2)), rtol=1e-4)
+    assert bn.momentum == 0.99
