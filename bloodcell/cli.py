@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     table.set_defaults(command=_table)
 
     rescore = sub.add_parser(
-        "rescore", help="score a stored run again on its test split and fit its calibration again"
+        "rescore", help="score a stored run again on (a copy of) its data: BatchNorm, metrics, calibration"
     )
     rescore.add_argument("--model", help="run id or run directory (default: the default model)")
     rescore.add_argument(

@@ -1,6 +1,7 @@
 """Evaluation metrics computed with scikit-learn from labels and class scores."""
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -10,7 +11,8 @@ from sklearn.metrics import (
 
 
 def metrics(y_true: np.ndarray, probabilities: np.ndarray, labels: tuple[str, ...] | list[str]) -> dict:
-    """Accuracy, balanced accuracy, macro-F1, per-class scores and the confusion matrix.
+    """Accuracy with its 95% (Wilson) interval, balanced accuracy, macro-F1, per-class scores
+    and the confusion matrix.
 
     `probabilities` is (n, len(labels)); rows of the confusion matrix are true classes.
     Per-class and macro scores cover the classes present in `y_true`, so a folder holding a
@@ -26,6 +28,7 @@ def metrics(y_true: np.ndarray, probabilities: np.ndarray, labels: tuple[str, ..
     return {
         "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy_ci95": _wilson(int((y_true == y_pred).sum()), len(y_true)),
         "balanced_accuracy": float(recall[present].mean()) if len(present) else 0.0,
         "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "per_class": {
@@ -40,3 +43,10 @@ def metrics(y_true: np.ndarray, probabilities: np.ndarray, labels: tuple[str, ..
         "labels": list(labels),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=everyone).tolist(),
     }
+
+
+def _wilson(successes: int, n: int) -> list[float]:
+    if n == 0:
+        return [0.0, 1.0]
+    interval = binomtest(successes, n).proportion_ci(0.95, method="wilson")
+    return [float(interval.low), float(interval.high)]

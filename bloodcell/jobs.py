@@ -44,7 +44,7 @@ class Job:
     def status(self) -> str:
         """queued, running, finished, failed, cancelled, or interrupted (its process died)."""
         record = self.record
-        if record["status"] in ("queued", "running") and not _alive(record.get("pid")):
+        if record["status"] in ("queued", "running") and not runs.alive(record.get("pid")):
             return "interrupted"
         return record["status"]
 
@@ -62,21 +62,6 @@ class Job:
         pid = self.record.get("pid")
         if self.status in ("queued", "running") and pid:
             os.killpg(pid, signal.SIGTERM)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a finished child not yet reaped by this process is a zombie, not a live job
-        return not os.waitpid(pid, os.WNOHANG)[0]
-    except ChildProcessError:
-        return True
 
 
 def all_jobs() -> list[Job]:

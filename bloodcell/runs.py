@@ -67,7 +67,7 @@ class Run:
     def status(self) -> str:
         record = self.record
         status = record.get("status", "unknown")
-        if status == "running" and not _alive(record.get("host"), record.get("pid")):
+        if status == "running" and not alive(record.get("pid"), record.get("host", "")):
             return "interrupted"
         return status
 
@@ -207,8 +207,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _alive(host: str | None, pid: int | None) -> bool:
-    if host != socket.gethostname() or not pid:
+def alive(pid: int | None, host: str | None = None) -> bool:
+    """Whether process `pid` on `host` (default: this machine) still runs; a finished child
+    that its parent has not reaped yet (a zombie) does not."""
+    if not pid or (host is not None and host != socket.gethostname()):
         return False
     try:
         os.kill(pid, 0)
@@ -216,7 +218,10 @@ def _alive(host: str | None, pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return not os.waitpid(pid, os.WNOHANG)[0]
+    except ChildProcessError:  # not our child: os.kill already said it runs
+        return True
 
 
 def create(name: str, record: dict) -> Run:

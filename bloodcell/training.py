@@ -211,7 +211,8 @@ def _relative(dataset, index) -> list[str]:
 
 def rescore(run: runs.Run, data: str | None = None, log=print) -> dict:
     """Score a stored run again on the test split of `data` (default: the data it was trained
-    on) and fit its calibration again: metrics, confusion, predictions, calibration, statuses.
+    on): BatchNorm statistics of its training images (kept if validation accuracy rises), then
+    metrics, confusion, predictions, calibration and statuses.
 
     `data` may be another copy of the same images, such as the full-size originals of a compact
     copy that an accelerator trained on. Its split must hold the very files the run was tested
@@ -235,9 +236,19 @@ def rescore(run: runs.Run, data: str | None = None, log=print) -> dict:
         )
     model = run.load_model()
     parts = {name: Part(x[i], dataset.labels[i]) for name, i in index.items()}
+    before, after = precise_batchnorm(model, parts["train"].x, parts["val"], config.batch_size, config.seed)
+    log(f"BatchNorm statistics of its training images: validation accuracy {before:.4f} -> {after:.4f}")
+    if after > before:
+        run.save_model(model)
     result = _store_scores(run, dataset, index["test"], predict_logits(model, parts["test"].x))
     fit_trust(run, model, parts["train"], parts["val"], parts["test"], log)
-    run.update(scored_on={"root": str(dataset.root.resolve()), "fingerprint": dataset.fingerprint})
+    run.update(
+        scored_on={
+            "root": str(dataset.root.resolve()),
+            "fingerprint": dataset.fingerprint,
+            "precise_batchnorm_val_accuracy": [before, after],
+        }
+    )
     log(f"test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} ({result['n']} images)")
     return result
 

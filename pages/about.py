@@ -31,4 +31,8 @@ cols[0].metric("Architecture", record["arch"])
 cols[1].metric("Input size", f"{record['image_size']} px")
 cols[2].metric("Test accuracy", f"{metrics.get('accuracy', 0):.2%}")
 cols[3].metric("Macro-F1", f"{metrics.get('macro_f1', 0):.2%}")
-st.caption(f"Run {run.id}: trained on {record['split']['train']} images, tested on {metrics.get('n', 0)}.")
+interval = metrics.get("accuracy_ci95")
+st.caption(
+    f"Run {run.id}: trained on {record['split']['train']} images, tested on {metrics.get('n', 0)}"
+    + (f" (accuracy 95% interval {interval[0]:.1%} to {interval[1]:.1%})." if interval else ".")
+)

@@ -22,9 +22,11 @@ def classifier(request):
 
 
 def test_default_model_classifies_each_class_of_its_test_split(classifier):
-    config = classifier.run.record["config"]
+    record = classifier.run.record
+    config = record["config"]
     data = datasets.discover(POOL)
-    assert data.fingerprint == classifier.run.record["dataset"]["fingerprint"]
+    # trained on this pool, or on a copy of it and then scored on this pool (`rescore`)
+    assert data.fingerprint == record.get("scored_on", record["dataset"])["fingerprint"]
     test = datasets.split(data, config["test_fraction"], config["val_fraction"], config["seed"]).test
     rng = np.random.default_rng(0)
     right = 0
@@ -32,9 +34,9 @@ def test_default_model_classifies_each_class_of_its_test_split(classifier):
         sample = rng.choice(test[data.labels[test] == k], 25, replace=False)
         answers = classifier.predict([(str(data.files[i]), data.files[i]) for i in sample])
         hits = sum(a.label == name for a in answers)
-        assert hits >= 20, f"{name}: only {hits} of 25 test images right"
+        assert hits >= 22, f"{name}: only {hits} of 25 test images right"
         right += hits
-    assert right / (25 * len(data.classes)) >= 0.95
+    assert right / (25 * len(data.classes)) >= 0.97
 
 
 def test_default_model_is_calibrated_and_mostly_confident(classifier):
@@ -47,7 +49,7 @@ def test_default_model_is_calibrated_and_mostly_confident(classifier):
 def test_default_model_record_is_complete(classifier):
     run = classifier.run
     assert run.status == "finished"
-    assert run.metrics["accuracy"] >= 0.96
+    assert run.metrics["accuracy"] >= 0.985
     assert set(run.confusion) == {"labels", "matrix"}
     assert len(run.history()) == run.record["epochs_run"]
     stored = run.predictions()

@@ -11,6 +11,7 @@ def test_metrics_match_hand_computed_values():
     m = metrics(y, p, ("a", "b", "c"))
     assert m["n"] == 6
     assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["accuracy_ci95"] == pytest.approx([0.3000, 0.9032], abs=1e-3)  # Wilson, by hand
     # recalls: a 2/3, b 1/2, c 1/1
     assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
     # precisions: a 2/2, b 1/2, c 1/2 ; F1: a 0.8, b 0.5, c 2/3

@@ -6,6 +6,7 @@ from PIL import Image, ImageDraw
 
 from bloodcell import images
 from bloodcell.predictor import Classifier
+from tests.conftest import encode
 
 
 def non_cells(rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
@@ -28,7 +29,6 @@ def non_cells(rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
     ramp = np.tile(np.linspace(0, 255, 200), (200, 1))
     return {
         "noise": [rng.integers(0, 256, (200, 200, 3), dtype=np.uint8) for _ in range(20)],
-        "blank": [np.full((200, 200, 3), v, np.uint8) for v in np.linspace(0, 255, 20).astype(int)],
         "gradient": [np.dstack([np.rot90(ramp, i % 4)] * 3).astype(np.uint8) for i in range(20)],
         "text": [text(i) for i in range(20)],
         "shapes": [shapes(i) for i in range(20)],
@@ -54,3 +54,9 @@ def test_clearly_non_cell_images_are_flagged(classifier):
         total += len(statuses)
         assert statuses.count("unfamiliar") >= len(statuses) - 1, kind
     assert flagged / total >= 0.99
+
+
+@pytest.mark.parametrize("value", np.linspace(0, 255, 20).astype(int))
+def test_blank_pictures_are_refused_before_the_model(value):
+    with pytest.raises(images.UnusableImage, match="blank"):
+        images.load(encode(Image.fromarray(np.full((200, 200, 3), value, np.uint8))), 64)
