@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="also write the JSON here")
     bench.set_defaults(command=_benchmark)
 
+    robust = sub.add_parser("robustness", help="statuses on damaged test cells of a model's split (JSON)")
+    robust.add_argument("--data", required=True, help="the folder the model's split was drawn from")
+    robust.add_argument("--model", help="run id or run directory (default: the default model)")
+    robust.add_argument("--cells", type=int, default=200, help="test cells to damage (default: 200)")
+    robust.add_argument("--out", help="also write the JSON here")
+    robust.set_defaults(command=_robustness)
+
     table = sub.add_parser("table", help="the stored runs as a Markdown table")
     table.add_argument("--match", default="", help="only runs whose id contains this")
     table.set_defaults(command=_table)
@@ -193,6 +200,16 @@ def _benchmark(args) -> int:
     from bloodcell import benchmark, storage
 
     result = json.dumps(benchmark.serving([Path(p).read_bytes() for p in args.images], args.model), indent=2)
+    print(result)
+    if args.out:
+        storage.write_bytes(Path(args.out), (result + "\n").encode())
+    return 0
+
+
+def _robustness(args) -> int:
+    from bloodcell import robustness, storage
+
+    result = json.dumps(robustness.damaged(args.data, args.model, args.cells), indent=2)
     print(result)
     if args.out:
         storage.write_bytes(Path(args.out), (result + "\n").encode())

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bloodcell import images
+from bloodcell import images, robustness
 from bloodcell.predictor import Classifier
-from tests.conftest import encode
+from tests.conftest import POOL, encode, needs_pool
 
 
 def non_cells(rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
@@ -60,3 +60,15 @@ def test_clearly_non_cell_images_are_flagged(classifier):
 def test_blank_pictures_are_refused_before_the_model(value):
     with pytest.raises(images.UnusableImage, match="blank"):
         images.load(encode(Image.fromarray(np.full((200, 200, 3), value, np.uint8))), 64)
+
+
+@needs_pool
+def test_damaged_cells_are_measured_and_swapped_colours_flagged():
+    result = robustness.damaged(str(POOL), n=40)
+    assert result["cells"] == 40 and set(robustness.DAMAGES) <= set(result)
+    for name in robustness.DAMAGES:
+        shares = result[name]
+        assert sum(shares[s] for s in ("confident", "review", "unfamiliar")) == pytest.approx(1)
+        assert shares["confident_but_wrong"] <= 1 - shares["accuracy"] + 1e-9
+    assert result["none"]["accuracy"] >= 0.9 and result["none"]["confident_but_wrong"] <= 0.05
+    assert result["swapped colour channels"]["unfamiliar"] >= 0.9
