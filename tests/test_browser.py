@@ -167,3 +167,29 @@ def test_a_training_job_finishes_and_appears_in_results(served, page):
     page.get_by_text("Training results").wait_for(timeout=60_000)
     # the table draws on a canvas; its accessible grid cells carry the text
     page.locator('[role="gridcell"]', has_text=run_id).first.wait_for(state="attached", timeout=30_000)
+
+
+def test_twenty_simultaneous_sessions_are_answered_by_one_model(served, browser, tmp_path):
+    url, _ = served
+    pages = []
+    for i in range(20):
+        cell_image(i % 8, seed=100 + i).save(tmp_path / f"cell{i}.png")
+        page = browser.new_context().new_page()
+        page.goto(url)
+        page.get_by_text("Classify blood cells").first.wait_for(timeout=60_000)
+        pages.append(page)
+    for i, page in enumerate(pages):  # all 20 uploads go out before any answer is awaited
+        page.locator("input[type=file]").set_input_files(str(tmp_path / f"cell{i}.png"))
+    for page in pages:
+        page.locator('[data-testid="stMetricValue"]').first.wait_for(timeout=120_000)
+        assert page.get_by_text("Status:").count() >= 1
+        assert page.locator('[data-testid="stException"]').count() == 0
+    metrics = urllib.request.urlopen(f"{url}/_stcore/metrics", timeout=30).read().decode()
+    models = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("cache_memory_bytes") and "st_cache_resource" in line and "classifier" in line
+    ]
+    assert len(models) == 1, metrics
+    for page in pages:
+        page.context.close()
