@@ -14,8 +14,8 @@ from PIL import Image, ImageOps
 FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "GIF")
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 MAX_PIXELS = 40_000_000
-# Standard deviation of the pixel values (0..255) under which a picture is one flat colour; the
-# flattest image of the PBC pool has about 24.
+# Standard deviation of every channel's values (0..255) under which a picture is one flat colour;
+# the flattest image of the PBC pool has about 24.
 MIN_DETAIL = 4.0
 MIN_SIDE = 32
 MAX_BYTES = 50 * 1024 * 1024
@@ -72,7 +72,7 @@ def resize_to(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
 def load(source: bytes | str | Path, size: int) -> np.ndarray:
     """Read an image and resize it to the model's input size; a blank picture is refused."""
     rgb = resize(read_image(source), size)
-    if rgb.std() < MIN_DETAIL:
+    if rgb.reshape(-1, 3).std(axis=0).max() < MIN_DETAIL:
         raise UnusableImage("The picture is blank (one flat colour): there is no cell to see in it.")
     return rgb
 

@@ -94,3 +94,40 @@ def served_model(artifacts):
     runs.set_default(run.id)
     st.cache_resource.clear()
     return run
+
+
+def awkward_inputs() -> dict[str, tuple[bytes, str | None]]:
+    """File name -> (bytes, None if it must be classified, else words its refusal must hold):
+    every kind of awkward or bad input of the trust issue, generated."""
+    cell = cell_image(2, size=96, seed=7)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed turned 90 degrees
+    jpeg = encode(cell, "JPEG", quality=90)
+    deep = Image.fromarray(np.asarray(cell.convert("L"), dtype=np.uint16) * 257)
+    rgba = cell.convert("RGBA")
+    rgba.putalpha(200)
+    palette = cell.convert("P", palette=Image.Palette.ADAPTIVE)
+    frames = [cell, cell_image(5, size=96, seed=8)]
+    return {
+        "grayscale.png": (encode(cell.convert("L")), None),
+        "sixteen-bit.png": (encode(deep), None),
+        "rgba.png": (encode(rgba), None),
+        "palette.png": (encode(palette), None),
+        "cmyk.jpg": (encode(cell.convert("CMYK"), "JPEG", quality=90), None),
+        "animated.gif": (encode(frames[0], "GIF", save_all=True, append_images=frames[1:]), None),
+        "scan.tiff": (encode(cell, "TIFF"), None),
+        "cell.webp": (encode(cell, "WEBP"), None),
+        "rotated.jpg": (encode(cell.crop((0, 0, 96, 64)), "JPEG", exif=exif.tobytes()), None),
+        "empty.jpg": (b"", "empty"),
+        "notes.jpg": (b"hello, this is text\n", "not a picture"),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "damaged or incomplete"),
+        "archive.png": (b"PK\x03\x04" + b"\x00" * 200, "not a picture"),
+        "drawing.svg": (
+            b'<svg xmlns="http://www.w3.org/2000/svg" width="80" height="80"></svg>',
+            "not a picture",
+        ),
+        "bomb.png": (encode(Image.new("L", (10_000, 5_000)), optimize=True), "too large"),
+        "one-pixel.png": (encode(Image.new("RGB", (1, 1))), "too small"),
+        "huge.png": (encode(Image.new("L", (70_000, 700)), optimize=True), "too large"),
+        "blank.png": (encode(Image.new("RGB", (96, 96), (230, 220, 225))), "blank"),
+    }

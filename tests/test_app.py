@@ -1,8 +1,11 @@
 """Every page through Streamlit's AppTest, uploads included."""
 
+from pathlib import Path
+
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT, cell_image, encode
+from bloodcell import images
+from tests.conftest import ROOT, awkward_inputs, cell_image, encode
 
 APP = str(ROOT / "app.py")
 
@@ -103,3 +106,20 @@ def metrics_for(accuracy: float) -> dict:
         "macro_f1": accuracy,
         "per_class": per_class,
     }
+
+
+def test_upload_of_every_awkward_input_answers_the_usable_and_names_the_rest(served_model):
+    # the uploader offers image extensions only, so an .svg never reaches the page
+    inputs = {n: v for n, v in awkward_inputs().items() if Path(n).suffix in images.EXTENSIONS}
+    assert "drawing.svg" not in inputs and len(inputs) == len(awkward_inputs()) - 1
+    app = open_page("pages/classify.py")
+    app.file_uploader[0].set_value(
+        [(name, data, "application/octet-stream") for name, (data, _) in inputs.items()]
+    )
+    app.run()
+    assert not app.exception
+    warnings = " ".join(w.value for w in app.warning)
+    for name, (_, words) in inputs.items():
+        if words is not None:
+            assert name in warnings and words in warnings, name
+    assert len(app.dataframe[0].value) == sum(words is None for _, words in inputs.values())

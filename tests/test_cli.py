@@ -2,11 +2,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, awkward_inputs
 
 
 def bloodcell(*args, env=None):
@@ -107,3 +108,18 @@ def test_bad_input_exits_2_with_a_sentence(env, args):
     assert result.returncode == 2
     assert any(line.startswith("error: ") for line in result.stderr.splitlines())
     assert "Traceback" not in result.stderr
+
+
+def test_predict_answers_every_awkward_input_or_refuses_it_in_words(served_model, env, tmp_path):
+    inputs = awkward_inputs()
+    for name, (data, _) in inputs.items():
+        (tmp_path / name).write_bytes(data)
+    result = bloodcell("predict", *(str(tmp_path / n) for n in inputs), "--json", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    rows = {Path(row["file"]).name: row for row in map(json.loads, result.stdout.splitlines())}
+    assert set(rows) == set(inputs)
+    for name, (_, words) in inputs.items():
+        if words is None:
+            assert rows[name]["status"] in ("confident", "review", "unfamiliar"), name
+        else:
+            assert words in rows[name]["error"] and "label" not in rows[name], name
