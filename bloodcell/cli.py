@@ -49,6 +49,19 @@ def _parser() -> argparse.ArgumentParser:
         "--class-weights", action="store_true", help="weight the loss by inverse class frequency"
     )
     train.add_argument(
+        "--smote", action="store_true", help="SMOTE oversampling of the training split (imbalanced-learn)"
+    )
+    train.add_argument(
+        "--folds", type=int, default=defaults["folds"], help="stratified K-fold cross-validation (0: off)"
+    )
+    train.add_argument(
+        "--weights", default="none", help="backbones only: none, imagenet or a local weights file"
+    )
+    train.add_argument(
+        "--head-epochs", type=int, default=defaults["head_epochs"], help="supcon: classifier epochs"
+    )
+    train.add_argument("--fine-tune", action="store_true", help="supcon: fine-tune everything afterwards")
+    train.add_argument(
         "--patience", type=int, default=defaults["patience"], help="early stopping patience (0: off)"
     )
     train.add_argument("--test-fraction", type=float, default=defaults["test_fraction"])

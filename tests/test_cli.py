@@ -123,3 +123,16 @@ def test_predict_answers_every_awkward_input_or_refuses_it_in_words(served_model
             assert rows[name]["status"] in ("confident", "review", "unfamiliar"), name
         else:
             assert words in rows[name]["error"] and "label" not in rows[name], name
+
+
+def test_every_training_option_is_on_the_command_line(env):
+    from dataclasses import fields
+
+    from bloodcell.training import TrainConfig
+
+    shown = bloodcell("train", "--help", env=env).stdout
+    for field in fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in (bool, "bool") and field.default:  # on by default: the flag turns it off
+            flag = "--no-" + field.name.replace("_", "-")
+        assert flag in shown, f"{flag} is missing from `train --help`"
