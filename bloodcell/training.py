@@ -82,16 +82,7 @@ def train(config: TrainConfig, log=print, on_run=None, resume: runs.Run | None =
 
     `on_run(run)` is called once the run directory exists (the dashboard follows its progress).
     With `resume`, an interrupted run continues from its last checkpoint instead."""
-    dataset = datasets.discover(config.data)
-    split = datasets.split(dataset, config.test_fraction, config.val_fraction, config.seed)
-    x, readable = datasets.load_arrays(dataset, config.image_size)
-    if not readable.all():
-        log(f"skipped {int((~readable).sum())} unreadable images")
-    index = {name: idx[readable[idx]] for name, idx in dataclasses.asdict(split).items()}
-    log(
-        f"data: {int(readable.sum())} images in {len(dataset.classes)} classes; "
-        f"train {len(index['train'])}, validation {len(index['val'])}, test {len(index['test'])}"
-    )
+    dataset, x, index = _split_arrays(config, config.data, log)
     n_classes = len(dataset.classes)
     if resume is not None:
         if dataset.fingerprint != resume.record["dataset"]["fingerprint"]:
@@ -129,6 +120,21 @@ def train(config: TrainConfig, log=print, on_run=None, resume: runs.Run | None =
         on_run(run)
     log(f"run {run.id}: {config.arch} at {config.image_size} px, {_method(config)}")
     return _train_and_store(config, run, dataset, x, index, log)
+
+
+def _split_arrays(config: TrainConfig, data: str, log) -> tuple:
+    """(dataset, decoded images, {train/val/test: indices of its readable images}) of `data`."""
+    dataset = datasets.discover(data)
+    split = datasets.split(dataset, config.test_fraction, config.val_fraction, config.seed)
+    x, readable = datasets.load_arrays(dataset, config.image_size)
+    if not readable.all():
+        log(f"skipped {int((~readable).sum())} unreadable images")
+    index = {name: idx[readable[idx]] for name, idx in dataclasses.asdict(split).items()}
+    log(
+        f"data: {int(readable.sum())} images in {len(dataset.classes)} classes; "
+        f"train {len(index['train'])}, validation {len(index['val'])}, test {len(index['test'])}"
+    )
+    return dataset, x, index
 
 
 def resume(run_id: str, log=print, on_run=None) -> runs.Run:
@@ -219,10 +225,7 @@ def rescore(run: runs.Run, data: str | None = None, log=print) -> dict:
     on (compared by path without extension), so no image the model learnt from is scored."""
     record = run.record
     config = TrainConfig(**record["config"])
-    dataset = datasets.discover(data or config.data)
-    split = datasets.split(dataset, config.test_fraction, config.val_fraction, config.seed)
-    x, readable = datasets.load_arrays(dataset, config.image_size)
-    index = {name: idx[readable[idx]] for name, idx in dataclasses.asdict(split).items()}
+    dataset, x, index = _split_arrays(config, data or config.data, log)
     tested = run.predictions()["files"] if (run.path / "predictions.npz").is_file() else []
 
     def stems(files) -> list[str]:
