@@ -163,12 +163,17 @@ def _evaluate(args) -> int:
     labels = [classifier.classes.index(dataset.classes[y]) for y in dataset.labels[readable]]
     result = evaluation.metrics(labels, classifier.probabilities(x[readable]), classifier.classes)
     result["model"] = classifier.run.id
+    return _report(result, args.out)
+
+
+def _report(result: dict, out: str | None) -> int:
+    """Print `result` as JSON and, with `out`, also write it there (atomically)."""
     text = json.dumps(result, indent=2)
     print(text)
-    if args.out:
+    if out:
         from bloodcell import storage
 
-        storage.write_bytes(Path(args.out), (text + "\n").encode())
+        storage.write_bytes(Path(out), (text + "\n").encode())
     return 0
 
 
@@ -210,23 +215,15 @@ def _runs(args) -> int:
 
 
 def _benchmark(args) -> int:
-    from bloodcell import benchmark, storage
+    from bloodcell import benchmark
 
-    result = json.dumps(benchmark.serving([Path(p).read_bytes() for p in args.images], args.model), indent=2)
-    print(result)
-    if args.out:
-        storage.write_bytes(Path(args.out), (result + "\n").encode())
-    return 0
+    return _report(benchmark.serving([Path(p).read_bytes() for p in args.images], args.model), args.out)
 
 
 def _robustness(args) -> int:
-    from bloodcell import robustness, storage
+    from bloodcell import robustness
 
-    result = json.dumps(robustness.damaged(args.data, args.model, args.cells), indent=2)
-    print(result)
-    if args.out:
-        storage.write_bytes(Path(args.out), (result + "\n").encode())
-    return 0
+    return _report(robustness.damaged(args.data, args.model, args.cells), args.out)
 
 
 def _table(args) -> int:

@@ -316,7 +316,7 @@ def _fit_supervised(
     return model, history
 
 
-def _trainer(model, config: TrainConfig, views: int = 1):
+def _trainer(model, config: TrainConfig):
     """The model behind random augmentation: what is fitted; `model` alone is what is served."""
     if not config.augment:
         return model
