@@ -115,8 +115,11 @@ class Familiarity:
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         """Mahalanobis distance to the nearest class mean: larger is less familiar."""
-        diff = np.asarray(features, np.float64)[:, None, :] - self.means[None]
-        squared = np.einsum("ncd,de,nce->nc", diff, self.precision, diff)
+        # Whitened once (precision = W W^T), the distances are plain Euclidean ones: a matrix
+        # product, not one quadratic form per image and class.
+        whiten = np.linalg.cholesky(self.precision)
+        z, centres = np.asarray(features, np.float64) @ whiten, self.means @ whiten
+        squared = (z**2).sum(axis=1)[:, None] - 2 * z @ centres.T + (centres**2).sum(axis=1)[None]
         return np.sqrt(np.maximum(squared.min(axis=1), 0))
 
     def calibrate(self, features: np.ndarray, quantile: float = FAMILIAR_QUANTILE) -> None:
