@@ -69,6 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=defaults["seed"])
     train.add_argument("--no-keep-model", dest="keep_model", action="store_false", help="store metrics only")
     train.add_argument("--name", default="", help="a label for the run id (default: the architecture)")
+    train.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multiworker"),
+        default=defaults["strategy"],
+        help="one device; every GPU of this host; or the hosts of TF_CONFIG (TensorFlow backend)",
+    )
+    train.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="compute in float16 on GPUs, bfloat16 on CPUs; weights, logits and softmax stay float32",
+    )
     train.add_argument("--set-default", action="store_true", help="serve predictions from this run")
     train.set_defaults(command=_train)
 
@@ -135,7 +146,9 @@ def _train(args) -> int:
     fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
     config = training.TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     run = training.train(config, log=lambda line: print(line, flush=True))
-    if args.set_default:
+    if run is None:
+        print("this worker is done; the chief worker keeps the run")
+    elif args.set_default:
         runs.set_default(run.id)
         print(f"default model: {run.id}")
     return 0

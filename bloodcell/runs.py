@@ -224,22 +224,23 @@ def alive(pid: int | None, host: str | None = None) -> bool:
         return True
 
 
-def create(name: str, record: dict) -> Run:
-    """Start a new run directory marked `running` by this process."""
+def create(name: str, record: dict, root: Path | None = None) -> Run:
+    """Start a new run directory marked `running` by this process (in `root`, default the
+    artifacts' runs folder)."""
+    root = root or runs_dir()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_id = check_run_id(f"{stamp}-{name}")
-    path = runs_dir() / run_id
+    path = root / run_id
     suffix = 1
     while path.exists():
         suffix += 1
         run_id = f"{stamp}-{name}-{suffix}"
-        path = runs_dir() / run_id
+        path = root / run_id
     try:
         path.mkdir(parents=True)
     except OSError as error:
         raise storage.StorageError(
-            f"Cannot create a run in {runs_dir()}: {error.strerror}. "
-            "Check that the artifacts folder is writable."
+            f"Cannot create a run in {root}: {error.strerror}. Check that the artifacts folder is writable."
         ) from error
     run = Run(run_id, path)
     run.write_json(

@@ -5,10 +5,13 @@ supervised training, or supervised contrastive pre-training then a classifier); 
 (SMOTE, class weights, augmentation, shuffling, cross-validation) is shared by all of them.
 """
 
+import contextlib
 import dataclasses
+import hashlib
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from bloodcell import archs, datasets, evaluation, runs, trust
+from bloodcell import archs, datasets, distribute, evaluation, runs, trust
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "constant")
@@ -52,6 +55,8 @@ class TrainConfig:
     weights: str | None = None
     keep_model: bool = True
     name: str = ""
+    strategy: str = "default"
+    mixed_precision: bool = False
 
     def __post_init__(self):
         arch = archs.get(self.arch)
@@ -61,6 +66,10 @@ class TrainConfig:
             raise ValueError(f"Unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch size must be at least 1.")
+        if self.strategy not in distribute.STRATEGIES:
+            raise ValueError(
+                f"Unknown strategy '{self.strategy}'; choose one of: {', '.join(distribute.STRATEGIES)}."
+            )
         if self.folds == 1 or self.folds < 0:
             raise ValueError("cross-validation needs at least 2 folds (or 0 for none).")
         if self.image_size is None:
@@ -77,11 +86,25 @@ class Part:
     y: np.ndarray
 
 
-def train(config: TrainConfig, log=print, on_run=None, resume: runs.Run | None = None) -> runs.Run:
+def train(config: TrainConfig, log=print, on_run=None, resume: runs.Run | None = None) -> runs.Run | None:
     """Train `config.arch` on `config.data`, evaluate it on the held-out test split and store the run.
 
     `on_run(run)` is called once the run directory exists (the dashboard follows its progress).
-    With `resume`, an interrupted run continues from its last checkpoint instead."""
+    With `resume`, an interrupted run continues from its last checkpoint instead.
+
+    Under `config.strategy` every worker of a cluster calls this alike; only the chief's run
+    is kept and returned (the others write theirs to a temporary folder, removed at the end,
+    and return None)."""
+    placement = distribute.place(config.strategy)  # first: it may configure collective operations
+    with contextlib.ExitStack() as stack:
+        root = None if placement.chief else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        stack.enter_context(placement.scope())
+        policy = stack.enter_context(distribute.precision(config.mixed_precision))
+        run = _train(config, log, on_run, resume, placement, policy, root)
+    return run if placement.chief else None
+
+
+def _train(config: TrainConfig, log, on_run, resume, placement, policy: str, root: Path | None) -> runs.Run:
     dataset, x, index = _split_arrays(config, config.data, log)
     n_classes = len(dataset.classes)
     if resume is not None:
@@ -112,13 +135,23 @@ def train(config: TrainConfig, log=print, on_run=None, resume: runs.Run | None =
             },
             "split": {k: len(v) for k, v in index.items()},
             "parameters": int(probe.count_params()),
+            "distribution": {
+                "strategy": placement.name,
+                "replicas": placement.replicas,
+                "batch_size_per_replica": config.batch_size,
+                "global_batch_size": config.batch_size * placement.replicas,
+            },
+            "precision": policy,
             "versions": _versions(),
         },
+        root=root,
     )
     del probe
     if on_run:
         on_run(run)
-    log(f"run {run.id}: {config.arch} at {config.image_size} px, {_method(config)}")
+    log(f"run {run.id}: {config.arch} at {config.image_size} px, {_method(config)}, {policy}")
+    if placement.name != "default":
+        log(f"{placement.name}: {placement.replicas} replicas, {config.batch_size} images each a step")
     return _train_and_store(config, run, dataset, x, index, log)
 
 
@@ -148,8 +181,10 @@ def resume(run_id: str, log=print, on_run=None) -> runs.Run:
             f"Run {run_id} was interrupted before its first epoch ended; start it again instead."
         )
     config = TrainConfig(**record["config"])
-    if config.folds or archs.get(config.arch).strategy != "supervised":
-        raise ValueError("Only single-split supervised runs can be resumed; start this one again instead.")
+    if config.folds or archs.get(config.arch).strategy != "supervised" or config.strategy == "multiworker":
+        raise ValueError(
+            "Only single-split supervised runs on one host can be resumed; start this one again instead."
+        )
     return train(config, log, on_run, resume=run)
 
 
@@ -195,7 +230,16 @@ def _train_and_store(config, run, dataset, x, index, log, checkpoint=None) -> ru
         f"test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
         f"({result['n']} images); training took {train_seconds / 60:.1f} min"
     )
+    log(f"weights sha256 {weights_digest(model)}")
     return run
+
+
+def weights_digest(model) -> str:
+    """A short hash of every weight: equal on every worker of a synchronised cluster."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _store_scores(run, dataset, test_index, logits, cross_validation=None) -> dict:
@@ -277,7 +321,8 @@ def _fit_supervised(
     config, train: Part, val: Part, n_classes: int, run, log, model=None, epochs=None, checkpoint=None
 ):
     epochs = epochs or config.epochs
-    steps = -(-len(train.y) // config.batch_size)
+    batch_size = config.batch_size * distribute.replicas()
+    steps = -(-len(train.y) // batch_size)
     initial_epoch, curves = 0, []
     if checkpoint:  # compiled, with the optimizer's state and step count
         trainer, initial_epoch, curves = checkpoint
@@ -301,8 +346,8 @@ def _fit_supervised(
     one_hot = np.eye(n_classes, dtype=np.float32)
     weights = class_weights(train.y, n_classes) if config.class_weights else None
     trainer.fit(
-        Batches(train.x, one_hot[train.y], config.batch_size, config.shuffle, config.seed, weights=weights),
-        validation_data=Batches(val.x, one_hot[val.y], config.batch_size),
+        Batches(train.x, one_hot[train.y], batch_size, config.shuffle, config.seed, weights=weights),
+        validation_data=Batches(val.x, one_hot[val.y], batch_size),
         epochs=epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
@@ -321,9 +366,8 @@ def _trainer(model, config: TrainConfig):
     if not config.augment:
         return model
     size = config.image_size
-    return keras.Sequential(
-        [keras.Input((size, size, 3), name="image"), Augment(seed=config.seed), model], name="trainer"
-    )
+    augment = Augment(seed=config.seed, dtype="float32")
+    return keras.Sequential([keras.Input((size, size, 3), name="image"), augment, model], name="trainer")
 
 
 def _fit_supcon(config, train: Part, val: Part, n_classes: int, run, log):
@@ -337,13 +381,14 @@ def _fit_supcon(config, train: Part, val: Part, n_classes: int, run, log):
     projection = keras.Sequential(
         [keras.layers.Dense(256, activation="relu"), keras.layers.Dense(128)], name="projection"
     )
-    view = Augment(seed=config.seed)(image) if config.augment else image
+    view = Augment(seed=config.seed, dtype="float32")(image) if config.augment else image
     pretrain = keras.Model(image, projection(encoder(view)), name="supcon_pretrain")
-    steps = -(-len(train.y) // config.batch_size)
+    batch_size = config.batch_size * distribute.replicas()
+    steps = -(-len(train.y) // batch_size)
     pretrain.compile(optimizer=_optimizer(config, steps, config.epochs), loss=SupConLoss())
     log("contrastive pre-training")
     contrastive = pretrain.fit(
-        Batches(train.x, train.y, config.batch_size, config.shuffle, config.seed, views=2),
+        Batches(train.x, train.y, batch_size, config.shuffle, config.seed, views=2),
         epochs=config.epochs,
         callbacks=[Progress(run, steps, config.epochs, log)],
         verbose=0,
