@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
         help="one device; every GPU of this host; or the hosts of TF_CONFIG (TensorFlow backend)",
     )
     train.add_argument(
+        "--stream",
+        action="store_true",
+        help="read images from their files batch by batch (tf.data) instead of holding them in memory",
+    )
+    train.add_argument(
         "--mixed-precision",
         action="store_true",
         help="compute in float16 on GPUs, bfloat16 on CPUs; weights, logits and softmax stay float32",

@@ -200,6 +200,66 @@ def load_arrays(dataset: Dataset, size: int, cache: bool = True) -> tuple[np.nda
     return x, ok
 
 
+def readable(dataset: Dataset, size: int) -> np.ndarray:
+    """Which files the loader can use (decoded once, nothing kept but the answer, cached)."""
+    path = storage.cache_dir() / f"readable-{dataset.fingerprint}-{size}.npz"
+    if path.exists():
+        with np.load(path) as stored:
+            return stored["ok"]
+
+    def usable(file: Path) -> bool:
+        try:
+            images.load(file, size)
+        except images.UnusableImage:
+            return False
+        return True
+
+    ok = np.array(_parallel(usable, dataset.files), dtype=bool)
+    storage.write_npz(path, ok=ok)
+    return ok
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """Images left on disk and decoded batch by batch as a tf.data pipeline, by the very loader
+    (and so the very pixels) of the in-memory path; for data larger than memory. Indexing with
+    an index array selects files, as it selects rows of an image array."""
+
+    paths: tuple[str, ...]
+    size: int
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index) -> "ImageFiles":
+        return ImageFiles(tuple(self.paths[i] for i in np.atleast_1d(index)), self.size)
+
+    def stream(self, batch_size: int, targets=None, weights=None, shuffle: bool = False, seed: int = 0):
+        """Batches of uint8 images (with `targets` and per-image `weights` if given), decoded in
+        parallel and prefetched; with `shuffle`, a new seeded order every pass."""
+        import tensorflow as tf
+
+        size = self.size
+
+        def decode(path):
+            return images.load(path.decode(), size)
+
+        def load(path):
+            image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
+            return tf.ensure_shape(image, (size, size, 3))
+
+        columns = [np.array(self.paths)] + [np.asarray(c) for c in (targets, weights) if c is not None]
+        data = tf.data.Dataset.from_tensor_slices(tuple(columns))
+        if shuffle:
+            data = data.shuffle(len(self.paths), seed=seed, reshuffle_each_iteration=True)
+        data = data.map(
+            lambda path, *rest: (load(path), *rest) if rest else load(path),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 def configured() -> dict[str, Path]:
     """The data folders the dashboard may train on, by name: those listed in BLOODCELL_DATA
     (separated by the system path separator) and the PBC pool beside the project if present.

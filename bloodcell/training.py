@@ -57,6 +57,7 @@ class TrainConfig:
     name: str = ""
     strategy: str = "default"
     mixed_precision: bool = False
+    stream: bool = False
 
     def __post_init__(self):
         arch = archs.get(self.arch)
@@ -70,6 +71,10 @@ class TrainConfig:
             raise ValueError(
                 f"Unknown strategy '{self.strategy}'; choose one of: {', '.join(distribute.STRATEGIES)}."
             )
+        if self.stream and (self.smote or arch.strategy != "supervised"):
+            raise ValueError(
+                "SMOTE and contrastive pre-training need the images in memory; train them without --stream."
+            )
         if self.folds == 1 or self.folds < 0:
             raise ValueError("cross-validation needs at least 2 folds (or 0 for none).")
         if self.image_size is None:
@@ -80,9 +85,10 @@ class TrainConfig:
 
 @dataclass
 class Part:
-    """Images (uint8, N x size x size x 3) and integer labels of one split."""
+    """Images (uint8, N x size x size x 3, or files read as they are needed) and integer labels
+    of one split."""
 
-    x: np.ndarray
+    x: np.ndarray | datasets.ImageFiles
     y: np.ndarray
 
 
@@ -156,10 +162,15 @@ def _train(config: TrainConfig, log, on_run, resume, placement, policy: str, roo
 
 
 def _split_arrays(config: TrainConfig, data: str, log) -> tuple:
-    """(dataset, decoded images, {train/val/test: indices of its readable images}) of `data`."""
+    """(dataset, its images, {train/val/test: indices of its readable images}) of `data`: the
+    images decoded in memory, or with `config.stream` left in their files."""
     dataset = datasets.discover(data)
     split = datasets.split(dataset, config.test_fraction, config.val_fraction, config.seed)
-    x, readable = datasets.load_arrays(dataset, config.image_size)
+    if config.stream:
+        x = datasets.ImageFiles(tuple(map(str, dataset.files)), config.image_size)
+        readable = datasets.readable(dataset, config.image_size)
+    else:
+        x, readable = datasets.load_arrays(dataset, config.image_size)
     if not readable.all():
         log(f"skipped {int((~readable).sum())} unreadable images")
     index = {name: idx[readable[idx]] for name, idx in dataclasses.asdict(split).items()}
@@ -346,8 +357,9 @@ def _fit_supervised(
     one_hot = np.eye(n_classes, dtype=np.float32)
     weights = class_weights(train.y, n_classes) if config.class_weights else None
     trainer.fit(
-        Batches(train.x, one_hot[train.y], batch_size, config.shuffle, config.seed, weights=weights),
-        validation_data=Batches(val.x, one_hot[val.y], batch_size),
+        _batches(train.x, one_hot[train.y], batch_size, config.shuffle, config.seed, weights),
+        validation_data=_batches(val.x, one_hot[val.y], batch_size),
+        shuffle=False,  # the batches shuffle themselves, seeded
         epochs=epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
@@ -359,6 +371,16 @@ def _fit_supervised(
         log(f"BatchNorm statistics of clean training images: validation accuracy {before:.4f} -> {after:.4f}")
         history["val_accuracy_precise_bn"] = [float("nan")] * (len(history["loss"]) - 1) + [after]
     return model, history
+
+
+def _batches(x, targets, batch_size: int, shuffle: bool = False, seed: int = 0, weights=None):
+    """What `fit` reads: batches of images in memory, or a tf.data stream of image files."""
+    if isinstance(x, datasets.ImageFiles):
+        per_image = (
+            None if weights is None else np.array([weights[i] for i in targets.argmax(axis=1)], "float32")
+        )
+        return x.stream(batch_size, targets, per_image, shuffle, seed)
+    return Batches(x, targets, batch_size, shuffle, seed, weights=weights)
 
 
 def _trainer(model, config: TrainConfig):
@@ -466,7 +488,14 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
 def predict_logits(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits of `model` for uint8 images `x`, from its float32 `logits` layer."""
     logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
-    return np.asarray(logits_model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+    return np.asarray(logits_model.predict(*_inputs(x, batch_size), verbose=0), dtype=np.float32)
+
+
+def _inputs(x, batch_size: int) -> tuple:
+    """`predict`'s arguments for images in memory or in files."""
+    if isinstance(x, datasets.ImageFiles):
+        return (x.stream(batch_size),)
+    return x, batch_size
 
 
 def features_and_logits(model, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -474,7 +503,7 @@ def features_and_logits(model, x: np.ndarray, batch_size: int = 256) -> tuple[np
     both = keras.Model(
         model.inputs, [model.get_layer("head_dropout").input, model.get_layer("logits").output]
     )
-    features, logits = both.predict(x, batch_size=batch_size, verbose=0)
+    features, logits = both.predict(*_inputs(x, batch_size), verbose=0)
     return np.asarray(features, np.float32), np.asarray(logits, np.float32)
 
 
@@ -675,11 +704,10 @@ def precise_batchnorm(model, x: np.ndarray, val: Part | None, batch_size: int, s
     score = (lambda: float(np.mean(predict_logits(model, val.x).argmax(axis=1) == val.y))) if val else None
     before, saved = score() if score else float("nan"), model.get_weights()
     momentum = [layer.momentum for layer in norms]
-    order = np.random.default_rng(seed).permutation(len(x))
-    for k, start in enumerate(range(0, len(x) - batch_size + 1, batch_size)):
+    for k, batch in enumerate(_clean_batches(x, batch_size, seed)):
         for layer in norms:
             layer.momentum = k / (k + 1)  # the running mean of the batch statistics seen so far
-        model(x[order[start : start + batch_size]], training=True)
+        model(batch, training=True)
     for layer, value in zip(norms, momentum, strict=True):
         layer.momentum = value
     after = score() if score else float("nan")
@@ -687,6 +715,18 @@ def precise_batchnorm(model, x: np.ndarray, val: Part | None, batch_size: int, s
         model.set_weights(saved)
         after = before
     return before, after
+
+
+def _clean_batches(x, batch_size: int, seed: int):
+    """Full batches of images in a seeded random order, from memory or from files."""
+    if isinstance(x, datasets.ImageFiles):
+        for batch in x.stream(batch_size, shuffle=True, seed=seed):
+            if len(batch) == batch_size:
+                yield batch
+        return
+    order = np.random.default_rng(seed).permutation(len(x))
+    for start in range(0, len(x) - batch_size + 1, batch_size):
+        yield x[order[start : start + batch_size]]
 
 
 def _layers(model):
