@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 
@@ -265,3 +266,36 @@ register(
     "unit",
     strategy="supcon",
 )(cnn)
+
+
+def flops(model: keras.Model) -> int:
+    """Floating-point operations (a multiply-add counts 2) of one image's forward pass through
+    the convolutions and dense layers, which hold nearly all of a model's work."""
+    total = 0
+    for layer in _all_layers(model):
+        if not isinstance(
+            layer, layers.Conv2D | layers.DepthwiseConv2D | layers.SeparableConv2D | layers.Dense
+        ):
+            continue
+        inputs, outputs = layer.input.shape, layer.output.shape
+        positions = int(np.prod(outputs[1:-1])) if len(outputs) > 2 else 1
+        if isinstance(layer, layers.Dense):
+            total += 2 * positions * inputs[-1] * outputs[-1]
+            continue
+        window = int(np.prod(layer.kernel_size))
+        if isinstance(layer, layers.Conv2DTranspose):
+            total += 2 * int(np.prod(inputs[1:-1])) * window * inputs[-1] * outputs[-1]
+        elif isinstance(layer, layers.DepthwiseConv2D):
+            total += 2 * positions * window * outputs[-1]
+        elif isinstance(layer, layers.SeparableConv2D):
+            total += 2 * positions * (window * inputs[-1] + inputs[-1] * layer.depth_multiplier * outputs[-1])
+        else:
+            total += 2 * positions * window * (inputs[-1] // layer.groups) * outputs[-1]
+    return int(total)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)

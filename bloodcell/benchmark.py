@@ -1,13 +1,17 @@
-"""Serving speed of a stored model on this machine: load time, one image from file bytes to
-answer (with and without its heat map) and batch throughput."""
+"""Speed and accuracy of stored models on this machine: serving (load time, one image from file
+bytes to answer, with and without its heat map, batch throughput) and, for the default model
+and the best run of each architecture, test scores with bootstrap intervals, training speed
+and the share of this CPU's attainable peak that training used."""
 
 import os
 import platform
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 
-from bloodcell import images
+from bloodcell import archs, evaluation, images, runs, storage
 from bloodcell.predictor import Classifier
 
 
@@ -39,11 +43,149 @@ def serving(image_bytes: list[bytes], model: str | None = None, repeats: int = 5
     t = time.perf_counter()
     classifier.analyse(batch)
     throughput = len(batch) / (time.perf_counter() - t)
+    one = batch[:1]
+    model_only = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        classifier.analyse(one)
+        model_only.append(time.perf_counter() - t)
     return {
         "model": classifier.run.id,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": _machine(),
         "load_seconds": load_seconds,
+        "one_image_model_only": _percentiles(model_only),
         "one_image_from_bytes": _percentiles(single),
         "heat_map": _percentiles(heat),
         "batch_images_per_second": float(throughput),
     }
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPUs"
+
+
+def peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    """This CPU's attainable float32 peak: the best rate of a large matrix product (BLAS), the
+    densest work a CPU does. FLOP/s."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((size, size), np.float32), rng.random((size, size), np.float32)
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * size**3 / best
+
+
+def best_runs() -> list[runs.Run]:
+    """The default run and the most accurate finished run of each architecture."""
+    finished = [
+        r for r in runs.all_runs() if r.status == "finished" and (r.path / "predictions.npz").is_file()
+    ]
+    best: dict[str, runs.Run] = {}
+    for run in finished:
+        arch = run.record["arch"]
+        if arch not in best or run.metrics["accuracy"] > best[arch].metrics["accuracy"]:
+            best[arch] = run
+    chosen = [runs.resolve(None)] if runs.default_id() else []
+    return chosen + [r for r in best.values() if r.id not in {c.id for c in chosen}]
+
+
+def models(image_bytes: list[bytes]) -> dict:
+    """Scores, training speed and (where the model is kept) serving speed of `best_runs()`."""
+    peak = peak_flops()
+    rows = []
+    for run in best_runs():
+        record, stored = run.record, run.predictions()
+        predicted = stored["logits"].argmax(axis=1)
+        size = int(record["image_size"])
+        flop = archs.flops(archs.build(record["arch"], len(record["classes"]), size))
+        row = {
+            "run": run.id,
+            "arch": record["arch"],
+            "image_size": size,
+            "default": run.id == runs.default_id(),
+            "test": evaluation.bootstrap_ci95(stored["labels"], predicted),
+            "n_test": len(predicted),
+            "gflop_per_image": flop / 1e9,
+            "training": _training(record, flop, peak),
+        }
+        if run.has_model:
+            row["serving"] = serving(image_bytes, run.id, repeats=30)
+        rows.append(row)
+    return {"machine": _machine(), "peak_gflops": peak / 1e9, "runs": rows}
+
+
+def _training(record: dict, flop: int, peak: float) -> dict:
+    """Training images a second, and (on this kind of machine: no accelerator, as many CPUs)
+    the achieved FLOP/s as a share of `peak`; a training step costs about 3 forward passes."""
+    seconds, epochs = record.get("train_seconds"), record.get("epochs_run")
+    if not seconds or not epochs:
+        return {}
+    images_per_second = epochs * record["split"]["train"] / seconds
+    versions = record.get("versions", {})
+    here = versions.get("cpus") == str(os.cpu_count()) and versions.get("accelerator", "none") == "none"
+    return {
+        "minutes": seconds / 60,
+        "images_per_second": images_per_second,
+        "trained_on": f"{versions.get('backend')}, {versions.get('cpus')} CPUs"
+        + (f", {versions['accelerator']}" if versions.get("accelerator", "none") != "none" else ""),
+        "share_of_peak": 3 * flop * images_per_second / peak if here else None,
+    }
+
+
+README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+
+
+def markdown(result: dict) -> str:
+    """The README table of `models()`."""
+
+    def ci(score: dict) -> str:
+        low, high = score["ci95"]
+        return f"{score['value']:.2%} ({low:.2%}–{high:.2%})"
+
+    lines = [
+        f"Measured on {result['machine']}; attainable peak {result['peak_gflops']:.0f} GFLOP/s "
+        "(best float32 2048² matrix product). Intervals: 95% bootstrap over the test images.",
+        "",
+        "| run | arch | px | accuracy | balanced acc. | macro-F1 | GFLOP/image | trained on | train min "
+        "| train img/s | share of peak | one image, model (ms) | one image, bytes (ms) | batch img/s |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["runs"]:
+        t, s = row["training"], row.get("serving")
+        share = t.get("share_of_peak")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row["run"] + (" (default)" if row["default"] else ""),
+                    row["arch"],
+                    str(row["image_size"]),
+                    ci(row["test"]["accuracy"]),
+                    ci(row["test"]["balanced_accuracy"]),
+                    ci(row["test"]["macro_f1"]),
+                    f"{row['gflop_per_image']:.2f}",
+                    t.get("trained_on", ""),
+                    f"{t['minutes']:.1f}" if t else "",
+                    f"{t['images_per_second']:.0f}" if t else "",
+                    f"{share:.1%}" if share is not None else "—",
+                    f"{s['one_image_model_only']['median_ms']:.1f}" if s else "—",
+                    f"{s['one_image_from_bytes']['median_ms']:.1f}" if s else "—",
+                    f"{s['batch_images_per_second']:.0f}" if s else "—",
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(path: str | Path, table: str) -> None:
+    """Replace the text between the benchmark markers of the README at `path`."""
+    path = Path(path)
+    text = path.read_text()
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{path} has no {README_START} ... {README_END} section to update.")
+    text = pattern.sub(lambda _: f"{README_START}\n{table}\n{README_END}", text)
+    storage.write_bytes(path, text.encode())

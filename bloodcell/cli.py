@@ -111,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("images", nargs="+", metavar="IMAGE", help="cell images to answer")
     bench.add_argument("--model", help="run id or run directory (default: the default model)")
     bench.add_argument("--out", help="also write the JSON here")
+    bench.add_argument(
+        "--models",
+        action="store_true",
+        help="the default model and the best run of each architecture: scores with bootstrap intervals, "
+        "training speed and share of the CPU's peak, serving speed",
+    )
+    bench.add_argument("--readme", help="with --models: update the table between the benchmark markers here")
     bench.set_defaults(command=_benchmark)
 
     robust = sub.add_parser("robustness", help="statuses on damaged test cells of a model's split (JSON)")
@@ -235,7 +242,15 @@ def _runs(args) -> int:
 def _benchmark(args) -> int:
     from bloodcell import benchmark
 
-    return _report(benchmark.serving([Path(p).read_bytes() for p in args.images], args.model), args.out)
+    image_bytes = [Path(p).read_bytes() for p in args.images]
+    if not args.models:
+        return _report(benchmark.serving(image_bytes, args.model), args.out)
+    result = benchmark.models(image_bytes)
+    table = benchmark.markdown(result)
+    print(table)
+    if args.readme:
+        benchmark.update_readme(args.readme, table)
+    return _report(result, args.out)
 
 
 def _robustness(args) -> int:

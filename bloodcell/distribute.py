@@ -93,20 +93,27 @@ def replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
-def mixed_policy() -> str:
-    """Keras' mixed-precision policy for this machine: float16 on a GPU, bfloat16 on a CPU."""
+def accelerator() -> str:
+    """The accelerator Keras computes on here (its device name), or 'none'."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        gpu = bool(tf.config.list_physical_devices("GPU"))
-    elif backend == "jax":
+        gpus = tf.config.list_physical_devices("GPU")
+        return (
+            tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "none"
+        )
+    if backend == "jax":
         import jax
 
-        gpu = jax.default_backend() == "gpu"
-    else:
-        gpu = False
-    return "mixed_float16" if gpu else "mixed_bfloat16"
+        device = jax.devices()[0]
+        return device.device_kind if device.platform != "cpu" else "none"
+    return "none"
+
+
+def mixed_policy() -> str:
+    """Keras' mixed-precision policy for this machine: float16 on a GPU, bfloat16 on a CPU."""
+    return "mixed_float16" if accelerator() != "none" else "mixed_bfloat16"
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """Evaluation metrics computed with scikit-learn from labels and class scores."""
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, bootstrap
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -50,3 +50,32 @@ def _wilson(successes: int, n: int) -> list[float]:
         return [0.0, 1.0]
     interval = binomtest(successes, n).proportion_ci(0.95, method="wilson")
     return [float(interval.low), float(interval.high)]
+
+
+def bootstrap_ci95(y_true: np.ndarray, y_pred: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
+    """95% percentile-bootstrap intervals (test images resampled with replacement) of accuracy,
+    balanced accuracy and macro-F1."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    scores = {
+        "accuracy": lambda t, p: float(np.mean(t == p)),
+        "balanced_accuracy": lambda t, p: float(np.mean([np.mean(p[t == c] == c) for c in np.unique(t)])),
+        "macro_f1": lambda t, p: float(f1_score(t, p, average="macro", zero_division=0)),
+    }
+    intervals = {}
+    for name, score in scores.items():
+        result = bootstrap(
+            (y_true, y_pred),
+            score,
+            paired=True,
+            vectorized=False,
+            n_resamples=resamples,
+            confidence_level=0.95,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+        interval = result.confidence_interval
+        intervals[name] = {
+            "value": score(y_true, y_pred),
+            "ci95": [float(interval.low), float(interval.high)],
+        }
+    return intervals

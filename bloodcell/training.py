@@ -805,4 +805,5 @@ def _versions() -> dict[str, str]:
         "scikit-learn": sklearn.__version__,
         "platform": sys.platform,
         "cpus": str(os.cpu_count()),
+        "accelerator": distribute.accelerator(),
     }

@@ -1,4 +1,8 @@
-from bloodcell import benchmark
+import keras
+import numpy as np
+import pytest
+
+from bloodcell import archs, benchmark, evaluation
 from tests.conftest import cell_image, encode
 
 
@@ -6,4 +10,51 @@ def test_serving_benchmark_reports_every_figure(served_model):
     result = benchmark.serving([encode(cell_image(k)) for k in range(3)], repeats=3)
     assert result["model"] == served_model.id
     assert result["one_image_from_bytes"]["median_ms"] > 0 and result["heat_map"]["p95_ms"] > 0
+    assert result["one_image_model_only"]["median_ms"] <= result["one_image_from_bytes"]["p95_ms"]
     assert result["batch_images_per_second"] > 0 and result["load_seconds"] > 0
+
+
+def test_flops_count_convolutions_and_dense_layers_by_hand():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(inputs)  # 8x8 outputs
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4)(x))
+    assert archs.flops(model) == 2 * (8 * 8 * 9 * 3 * 8 + 8 * 8 * 9 * 8 + 8 * 4)
+    # published figures: ResNet50 ~4.1 G multiply-adds at 224 px, MobileNet-V2 ~0.3 G
+    assert archs.flops(archs.build("resnet50", 8, 224)) / 2e9 == pytest.approx(3.9, rel=0.05)
+    assert archs.flops(archs.build("mobilenetv2", 8, 224)) / 2e9 == pytest.approx(0.3, rel=0.05)
+
+
+def test_bootstrap_intervals_hold_the_score_and_shrink_with_more_images():
+    rng = np.random.default_rng(0)
+
+    def width(n):
+        truth = rng.integers(0, 8, n)
+        predicted = np.where(rng.random(n) < 0.9, truth, (truth + 1) % 8)
+        scores = evaluation.bootstrap_ci95(truth, predicted, resamples=300)
+        for score in scores.values():
+            assert score["ci95"][0] <= score["value"] <= score["ci95"][1]
+        low, high = scores["accuracy"]["ci95"]
+        return high - low
+
+    assert width(4000) < width(250) / 2
+
+
+def test_models_table_goes_into_the_readme(served_model, tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 8, 200)
+    served_model.write_predictions(
+        logits=np.eye(8)[labels] * 5 + rng.normal(size=(200, 8)), labels=labels, files=np.array(["x"] * 200)
+    )
+    served_model.update(train_seconds=60.0, epochs_run=2, versions={"cpus": "1", "backend": "tensorflow"})
+    result = benchmark.models([encode(cell_image(k)) for k in range(2)])
+    (row,) = result["runs"]
+    assert row["default"] and row["gflop_per_image"] > 0 and row["serving"]["batch_images_per_second"] > 0
+    assert row["training"]["images_per_second"] == pytest.approx(2 * 1 / 60.0)
+    assert row["training"]["share_of_peak"] is None  # trained on another kind of machine
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{benchmark.README_START}\nold\n{benchmark.README_END}\nafter\n")
+    benchmark.update_readme(readme, benchmark.markdown(result))
+    text = readme.read_text()
+    assert "old" not in text and served_model.id in text and text.endswith("after\n")
