@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bloodcell import archs, evaluation, images, runs, storage
+from bloodcell import archs, evaluation, images, results, runs, storage
 from bloodcell.predictor import Classifier
 
 
@@ -128,8 +128,7 @@ def _training(record: dict, flop: int, peak: float) -> dict:
     return {
         "minutes": seconds / 60,
         "images_per_second": images_per_second,
-        "trained_on": f"{versions.get('backend')}, {versions.get('cpus')} CPUs"
-        + (f", {versions['accelerator']}" if versions.get("accelerator", "none") != "none" else ""),
+        "trained_on": results.trained_on(record),
         "share_of_peak": 3 * flop * images_per_second / peak if here else None,
     }
 

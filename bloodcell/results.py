@@ -53,6 +53,14 @@ def record_json(run: runs.Run) -> str:
     )
 
 
+def trained_on(record: dict) -> str:
+    """Where a run trained: Keras' backend and the CPUs and accelerator of its machine."""
+    versions = record.get("versions", {})
+    accelerator = versions.get("accelerator", "none")
+    where = f"{versions.get('backend', '?')}, {versions.get('cpus', '?')} CPUs"
+    return where if accelerator == "none" else f"{where}, {accelerator}"
+
+
 def markdown(prefix: str = "") -> str:
     """The finished runs whose id contains `prefix` as a Markdown table (the README's)."""
     header = [
@@ -66,6 +74,7 @@ def markdown(prefix: str = "") -> str:
         "macro-F1",
         "CV accuracy (mean ± std)",
         "training min",
+        "trained on",
         "parameters",
     ]
     lines = ["| " + " | ".join(header) + " |", "|---|---|---|" + "---:|" * (len(header) - 3)]
@@ -85,6 +94,7 @@ def markdown(prefix: str = "") -> str:
             f"{metrics['macro_f1']:.2%}",
             f"{cv['accuracy']['mean']:.2%} ± {cv['accuracy']['std']:.2%}" if cv else "",
             f"{record['train_seconds'] / 60:.1f}",
+            trained_on(record),
             f"{record['parameters']:,}",
         ]
         lines.append("| " + " | ".join(map(str, cells)) + " |")

@@ -38,6 +38,11 @@ with st.form("train"):
     head_epochs = b.number_input("SupCon classifier epochs", 1, 100, 5)
     fine_tune = c.checkbox("SupCon fine-tuning")
     seed = a.number_input("Seed", 0, 2**31 - 1, 0)
+    strategy = b.selectbox(
+        "Devices", ["default", "mirrored"], help="mirrored: every GPU of this machine (TensorFlow)"
+    )
+    mixed_precision = c.checkbox("Mixed precision", help="bfloat16 on CPUs that have it, float16 on GPUs")
+    stream = a.checkbox("Read images from their files", help="for datasets larger than memory")
     submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
@@ -62,6 +67,9 @@ if submitted:
             head_epochs=head_epochs,
             fine_tune=fine_tune,
             seed=seed,
+            strategy=strategy,
+            mixed_precision=mixed_precision,
+            stream=stream,
         )
         jobs.start(config)
         st.success("Training started. It runs on in the background even if you close this page.")
