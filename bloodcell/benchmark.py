@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bloodcell import archs, evaluation, images, results, runs, storage
+from bloodcell import archs, datasets, distribute, evaluation, images, results, runs, storage
 from bloodcell.predictor import Classifier
 
 
@@ -188,3 +188,56 @@ def update_readme(path: str | Path, table: str) -> None:
         raise ValueError(f"{path} has no {README_START} ... {README_END} section to update.")
     text = pattern.sub(lambda _: f"{README_START}\n{table}\n{README_END}", text)
     storage.write_bytes(path, text.encode())
+
+
+def training_speed(data: str, arch: str = "cnn", size: int = 64, batch_size: int = 64, n: int = 1024) -> dict:
+    """Images a second on this machine of the two input paths (decoded arrays in memory, files
+    streamed through tf.data) and of training steps in float32 and in mixed precision, on `n`
+    images of `data` (a seeded sample)."""
+    import keras
+
+    from bloodcell import training
+
+    dataset = datasets.discover(data)
+    chosen = np.sort(np.random.default_rng(0).permutation(len(dataset))[:n])
+    sample = dataset.subset(chosen)
+    targets = np.eye(len(dataset.classes), dtype="float32")[sample.labels]
+    t = time.perf_counter()
+    x, _ = datasets.load_arrays(sample, size, cache=False)
+    decode_seconds = time.perf_counter() - t
+
+    def rate(batches) -> float:
+        t = time.perf_counter()
+        seen = sum(len(b[0]) for b in batches)
+        return seen / (time.perf_counter() - t)
+
+    in_memory = training.Batches(x, targets, batch_size, shuffle=True)
+    streamed = datasets.ImageFiles(tuple(map(str, sample.files)), size).stream(
+        batch_size, targets, shuffle=True
+    )
+    result = {
+        "machine": _machine(),
+        "images": len(x),
+        "image_size": size,
+        "input_images_per_second": {
+            "decode_into_memory": len(x) / decode_seconds,
+            "in_memory_batches": rate(in_memory[i] for i in range(len(in_memory))),
+            "streamed_from_files": rate(streamed.as_numpy_iterator()),
+        },
+        "training_images_per_second": {},
+        "predict_images_per_second": {},
+    }
+    for mixed in (False, True):
+        with distribute.precision(mixed) as policy:
+            model = archs.build(arch, len(dataset.classes), size)
+            trainer = training._trainer(model, training.TrainConfig(arch=arch, data=data, image_size=size))
+            trainer.compile(optimizer="adam", loss=keras.losses.CategoricalCrossentropy())
+        trainer.fit(x[: 2 * batch_size], targets[: 2 * batch_size], batch_size=batch_size, verbose=0)
+        t = time.perf_counter()
+        trainer.fit(x, targets, batch_size=batch_size, verbose=0)
+        result["training_images_per_second"][policy] = len(x) / (time.perf_counter() - t)
+        model.predict(x[:256], batch_size=256, verbose=0)
+        t = time.perf_counter()
+        model.predict(x, batch_size=256, verbose=0)
+        result["predict_images_per_second"][policy] = len(x) / (time.perf_counter() - t)
+    return result

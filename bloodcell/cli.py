@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("runs", help="list the stored runs").set_defaults(command=_runs)
 
     bench = sub.add_parser("benchmark", help="serving speed of a model on this machine (JSON)")
-    bench.add_argument("images", nargs="+", metavar="IMAGE", help="cell images to answer")
+    bench.add_argument("images", nargs="*", metavar="IMAGE", help="cell images to answer")
     bench.add_argument("--model", help="run id or run directory (default: the default model)")
     bench.add_argument("--out", help="also write the JSON here")
     bench.add_argument(
@@ -118,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
         "training speed and share of the CPU's peak, serving speed",
     )
     bench.add_argument("--readme", help="with --models: update the table between the benchmark markers here")
+    bench.add_argument(
+        "--training",
+        metavar="DATA",
+        help="instead: input paths (memory, streamed files) and training steps (float32, mixed) on DATA",
+    )
+    bench.add_argument("--arch", default="cnn", help="with --training (default: cnn)")
+    bench.add_argument("--image-size", type=int, default=64, help="with --training (default: 64)")
     bench.set_defaults(command=_benchmark)
 
     robust = sub.add_parser("robustness", help="statuses on damaged test cells of a model's split (JSON)")
@@ -242,6 +249,10 @@ def _runs(args) -> int:
 def _benchmark(args) -> int:
     from bloodcell import benchmark
 
+    if args.training:
+        return _report(benchmark.training_speed(args.training, args.arch, args.image_size), args.out)
+    if not args.images:
+        raise ValueError("Name the cell images to answer (or use --training DATA).")
     image_bytes = [Path(p).read_bytes() for p in args.images]
     if not args.models:
         return _report(benchmark.serving(image_bytes, args.model), args.out)

@@ -58,3 +58,16 @@ def test_models_table_goes_into_the_readme(served_model, tmp_path):
     benchmark.update_readme(readme, benchmark.markdown(result))
     text = readme.read_text()
     assert "old" not in text and served_model.id in text and text.endswith("after\n")
+
+
+def test_training_benchmark_times_both_input_paths_and_both_precisions(tiny_dataset, artifacts):
+    result = benchmark.training_speed(str(tiny_dataset), size=32, batch_size=16, n=64)
+    assert result["images"] == 64
+    assert set(result["input_images_per_second"]) == {
+        "decode_into_memory",
+        "in_memory_batches",
+        "streamed_from_files",
+    }
+    assert all(rate > 0 for rate in result["input_images_per_second"].values())
+    assert set(result["training_images_per_second"]) == {"float32", "mixed_bfloat16"}
+    assert all(rate > 0 for rate in result["predict_images_per_second"].values())
