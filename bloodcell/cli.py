@@ -96,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="folder with one sub-folder per class (any subset)")
     evaluate.add_argument("--model", help="run id or run directory (default: the default model)")
     evaluate.add_argument("--out", help="also write the JSON here")
+    evaluate.add_argument(
+        "--test-split",
+        action="store_true",
+        help="only the images the model was tested on (its test split, found in DIR by file name)",
+    )
+    evaluate.add_argument(
+        "--tta", action="store_true", help="average over the 8 flips and turns of each image (8x slower)"
+    )
     evaluate.set_defaults(command=_evaluate)
 
     predict = sub.add_parser("predict", help="classify images")
@@ -186,6 +194,8 @@ def _evaluate(args) -> int:
 
     classifier = Classifier.load(args.model)
     dataset = datasets.discover(args.data)
+    if args.test_split:
+        dataset = _tested_images(dataset, classifier.run)
     unknown = [c for c in dataset.classes if c not in classifier.classes]
     if unknown:
         raise ValueError(f"The model was not trained on {', '.join(unknown)}; remove those folders.")
@@ -193,9 +203,24 @@ def _evaluate(args) -> int:
     for path in (f for f, ok in zip(dataset.files, readable, strict=True) if not ok):
         print(f"skipped unreadable file {path}", file=sys.stderr)
     labels = [classifier.classes.index(dataset.classes[y]) for y in dataset.labels[readable]]
-    result = evaluation.metrics(labels, classifier.probabilities(x[readable]), classifier.classes)
+    probabilities = classifier.analyse(x[readable], tta=args.tta)[0]
+    result = evaluation.metrics(labels, probabilities, classifier.classes)
     result["model"] = classifier.run.id
+    result["test_time_augmentation"] = args.tta
     return _report(result, args.out)
+
+
+def _tested_images(dataset: datasets.Dataset, run: runs.Run) -> datasets.Dataset:
+    """The images of `dataset` that `run` was tested on, matched by path without extension."""
+    tested = {str(Path(f).with_suffix("")) for f in run.predictions()["files"]}
+    keep = [
+        i for i, f in enumerate(dataset.files) if str(f.relative_to(dataset.root).with_suffix("")) in tested
+    ]
+    if len(keep) != len(tested):
+        raise ValueError(
+            f"{dataset.root} holds {len(keep)} of the {len(tested)} images run {run.id} was tested on."
+        )
+    return dataset.subset(keep)
 
 
 def _report(result: dict, out: str | None) -> int:

@@ -30,6 +30,12 @@ class Prediction:
         }
 
 
+def dihedral(batch: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips and right-angle turns of square images (N, H, W, C), the images themselves first."""
+    flipped = batch[:, :, ::-1]
+    return [np.ascontiguousarray(np.rot90(b, k, axes=(1, 2))) for b in (batch, flipped) for k in range(4)]
+
+
 class Classifier:
     """A loaded run: its model, class names, input size, temperature and status thresholds.
 
@@ -62,19 +68,28 @@ class Classifier:
         """The classifier of run `ref` (an id or a run directory), or of the default run."""
         return cls(runs.resolve(ref))
 
-    def analyse(self, batch: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated probabilities and unfamiliarity distances for uint8 images at the input size."""
-        features, logits = [], []
+    def analyse(
+        self, batch: np.ndarray, batch_size: int = 256, tta: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities and unfamiliarity distances for uint8 images at the input size.
+
+        With `tta`, the probabilities are the mean over each image's 8 flips and right-angle
+        turns (a cell has no up or left), at 8 times the work; the distance is the image's own."""
+        features, probabilities = [], []
         for i in range(0, len(batch), batch_size):
-            f, z = self._outputs(batch[i : i + batch_size])
+            chunk = batch[i : i + batch_size]
+            f, z = self._outputs(chunk)
+            p = trust.calibrated(z.numpy(), self.temperature)
+            if tta:
+                turned = [self._outputs(view)[1].numpy() for view in dihedral(chunk)[1:]]
+                p = np.mean([p] + [trust.calibrated(t, self.temperature) for t in turned], axis=0)
             features.append(f.numpy())
-            logits.append(z.numpy())
-        if not logits:
+            probabilities.append(p)
+        if not probabilities:
             return np.zeros((0, len(self.classes))), np.zeros(0)
-        probabilities = trust.calibrated(np.concatenate(logits), self.temperature)
         features = np.concatenate(features)
         distance = self.familiarity.distance(features) if self.familiarity else np.zeros(len(features))
-        return probabilities, distance
+        return np.concatenate(probabilities), distance
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         return self.analyse(batch)[0]

@@ -76,6 +76,16 @@ def test_train_evaluate_predict_end_to_end(tiny_dataset, env, artifacts, tmp_pat
     )
     assert sum(map(sum, result["confusion_matrix"])) == 8 * 14
 
+    # the run's own test images (rescored above, so their predictions are stored), with TTA
+    tested = bloodcell("evaluate", "--data", str(tiny_dataset), "--test-split", "--tta", env=env)
+    assert tested.returncode == 0, tested.stderr
+    scored = json.loads(tested.stdout)
+    assert scored["n"] == record["split"]["test"] and scored["test_time_augmentation"]
+    for image in (copy / "monocyte").iterdir():
+        image.unlink()
+    refused = bloodcell("evaluate", "--data", str(copy), "--test-split", env=env)
+    assert refused.returncode == 2 and "images run" in refused.stderr
+
     bad = tmp_path / "notes.jpg"
     bad.write_text("this is not an image")
     good = tiny_dataset / "monocyte" / "cell_0.png"

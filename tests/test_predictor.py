@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+
+from bloodcell.predictor import Classifier, dihedral
+
+
+def test_dihedral_views_are_the_eight_symmetries_of_the_square():
+    batch = np.arange(2 * 3 * 3 * 1).reshape(2, 3, 3, 1)
+    views = dihedral(batch)
+    assert len(views) == 8 and np.array_equal(views[0], batch)
+    assert len({v.tobytes() for v in views}) == 8  # all different
+    assert any(np.array_equal(v, batch.transpose(0, 2, 1, 3)) for v in views)  # the mirror on the diagonal
+
+
+def test_test_time_augmentation_averages_the_eight_views(served_model):
+    classifier = Classifier.load()
+    cells = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    plain, distance = classifier.analyse(cells)
+    averaged, same_distance = classifier.analyse(cells, tta=True)
+    each = [classifier.analyse(view)[0] for view in dihedral(cells)]
+    np.testing.assert_allclose(averaged, np.mean(each, axis=0), atol=1e-6)
+    np.testing.assert_allclose(averaged.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(distance, same_distance)
+    assert not np.allclose(plain, averaged)  # the views do differ for an untrained model
+    with pytest.raises(AssertionError):
+        np.testing.assert_allclose(each[0], each[1], atol=1e-9)
