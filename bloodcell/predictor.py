@@ -91,9 +91,6 @@ class Classifier:
         distance = self.familiarity.distance(features) if self.familiarity else np.zeros(len(features))
         return np.concatenate(probabilities), distance
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return self.analyse(batch)[0]
-
     def statuses(self, probabilities: np.ndarray, distance: np.ndarray) -> list[str]:
         familiar_below = self.familiarity.threshold if self.familiarity else math.inf
         return trust.status(probabilities, distance, self.review_below, familiar_below)
