@@ -110,3 +110,20 @@ def test_pool_split_sizes():
     split = datasets.split(data)
     assert len(split.test) == pytest.approx(0.3 * len(data), abs=10)
     assert len(split.val) == pytest.approx(0.2 * 0.7 * len(data), abs=10)
+
+
+def test_streamed_images_are_the_in_memory_images(tiny_dataset, artifacts):
+    dataset = datasets.discover(tiny_dataset)
+    arrays, ok = datasets.load_arrays(dataset, 48)
+    files = datasets.ImageFiles(tuple(map(str, dataset.files)), 48)
+    assert ok.all() and datasets.readable(dataset, 48).all()
+    streamed = np.concatenate(list(files.stream(32).as_numpy_iterator()))
+    np.testing.assert_array_equal(streamed, arrays)
+
+    targets = np.eye(8, dtype="float32")[dataset.labels]
+    batches = list(files.stream(32, targets, shuffle=True, seed=3).as_numpy_iterator())
+    shuffled = np.concatenate([images for images, _ in batches])
+    labels = np.concatenate([t for _, t in batches]).argmax(axis=1)
+    order = [int(np.flatnonzero((arrays == image).all(axis=(1, 2, 3)))[0]) for image in shuffled]
+    assert sorted(order) == list(range(len(arrays))) and order != list(range(len(arrays)))
+    np.testing.assert_array_equal(labels, dataset.labels[order])  # each image keeps its label

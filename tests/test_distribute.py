@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from bloodcell import archs, datasets, distribute, images, runs, training
+from bloodcell import archs, distribute, images, runs, training
 from tests.conftest import ROOT, cell_image
 
 
@@ -117,35 +117,3 @@ def _png(image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def test_streamed_images_are_the_in_memory_images(tiny_dataset, artifacts):
-    dataset = datasets.discover(tiny_dataset)
-    arrays, ok = datasets.load_arrays(dataset, 48)
-    files = datasets.ImageFiles(tuple(map(str, dataset.files)), 48)
-    assert ok.all() and datasets.readable(dataset, 48).all()
-    streamed = np.concatenate(list(files.stream(32).as_numpy_iterator()))
-    np.testing.assert_array_equal(streamed, arrays)
-
-    targets = np.eye(8, dtype="float32")[dataset.labels]
-    batches = list(files.stream(32, targets, shuffle=True, seed=3).as_numpy_iterator())
-    shuffled = np.concatenate([images for images, _ in batches])
-    labels = np.concatenate([t for _, t in batches]).argmax(axis=1)
-    order = [int(np.flatnonzero((arrays == image).all(axis=(1, 2, 3)))[0]) for image in shuffled]
-    assert sorted(order) == list(range(len(arrays))) and order != list(range(len(arrays)))
-    np.testing.assert_array_equal(labels, dataset.labels[order])  # each image keeps its label
-
-
-def test_training_from_streamed_files(tiny_dataset, artifacts):
-    (tiny_dataset / "neutrophil" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    config = training.TrainConfig(
-        arch="cnn", data=str(tiny_dataset), image_size=32, epochs=2, batch_size=16, stream=True
-    )
-    lines = []
-    run = training.train(config, log=lines.append)
-    assert run.status == "finished" and run.record["config"]["stream"]
-    assert "skipped 1 unreadable images" in lines
-    metrics = run.metrics
-    assert metrics["n"] == run.record["split"]["test"] and 0 <= metrics["accuracy"] <= 1
-    with pytest.raises(ValueError, match="in memory"):
-        training.TrainConfig(arch="cnn", data=str(tiny_dataset), stream=True, smote=True)

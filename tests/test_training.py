@@ -165,3 +165,18 @@ def test_precise_batchnorm_sets_running_statistics_to_those_of_clean_images():
     bn = model.get_layer("bn")
     assert np.allclose(np.asarray(bn.moving_mean), x.mean(axis=(0, 1, 2)), rtol=1e-4)
     assert bn.momentum == 0.99
+
+
+def test_training_from_streamed_files(tiny_dataset, artifacts):
+    (tiny_dataset / "neutrophil" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    config = training.TrainConfig(
+        arch="cnn", data=str(tiny_dataset), image_size=32, epochs=2, batch_size=16, stream=True
+    )
+    lines = []
+    run = training.train(config, log=lines.append)
+    assert run.status == "finished" and run.record["config"]["stream"]
+    assert "skipped 1 unreadable images" in lines
+    metrics = run.metrics
+    assert metrics["n"] == run.record["split"]["test"] and 0 <= metrics["accuracy"] <= 1
+    with pytest.raises(ValueError, match="in memory"):
+        training.TrainConfig(arch="cnn", data=str(tiny_dataset), stream=True, smote=True)
