@@ -114,9 +114,12 @@ class Run:
             writer.writerow([epoch, *(f"{v:.6g}" for v in values)])
         storage.write_bytes(self.path / "history.csv", buffer.getvalue().encode())
 
-    def write_trust(self, report: dict, familiarity: dict[str, np.ndarray]) -> None:
+    def write_trust(self, report: dict, familiarity: dict[str, np.ndarray] | None) -> None:
+        """calibration.json, and trust.npz where the familiarity model is to be kept (it serves
+        beside a kept model only, and holds a features x features matrix)."""
         storage.write_json(self.path / "calibration.json", report)
-        storage.write_npz(self.path / "trust.npz", **familiarity)
+        if familiarity is not None:
+            storage.write_npz(self.path / "trust.npz", **familiarity)
 
     @property
     def calibration(self) -> dict | None:

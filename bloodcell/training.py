@@ -227,7 +227,7 @@ def _train_and_store(config, run, dataset, x, index, log, checkpoint=None) -> ru
     run.write_history(history)
     result = _store_scores(run, dataset, index["test"], logits, cross_validation)
     if not config.folds:
-        fit_trust(run, model, train_part, val_part, test, log)
+        fit_trust(run, model, train_part, val_part, test, log, keep_familiarity=config.keep_model)
     if config.keep_model and not config.folds:
         run.save_model(_without_optimizer(model))
     run.checkpoint_path.unlink(missing_ok=True)
@@ -507,9 +507,12 @@ def features_and_logits(model, x: np.ndarray, batch_size: int = 256) -> tuple[np
     return np.asarray(features, np.float32), np.asarray(logits, np.float32)
 
 
-def fit_trust(run: runs.Run, model, train: Part, val: Part, test: Part, log=print) -> dict:
+def fit_trust(
+    run: runs.Run, model, train: Part, val: Part, test: Part, log=print, keep_familiarity: bool = True
+) -> dict:
     """Fit temperature, review threshold and familiarity on training and validation data, score
-    them on the test split, and store them with the run (calibration.json, trust.npz)."""
+    them on the test split, and store them with the run (calibration.json, and trust.npz with
+    `keep_familiarity`: it is needed only to serve the model)."""
     train_features, _ = features_and_logits(model, train.x)
     val_features, val_logits = features_and_logits(model, val.x)
     test_features, test_logits = features_and_logits(model, test.x)
@@ -547,7 +550,7 @@ def fit_trust(run: runs.Run, model, train: Part, val: Part, test: Part, log=prin
             "error_among_confident": float(1 - correct[accepted].mean()) if accepted.any() else None,
         },
     }
-    run.write_trust(report, familiarity.arrays())
+    run.write_trust(report, familiarity.arrays() if keep_familiarity else None)
     run.update(
         temperature=temperature, review_below=review["threshold"], familiar_below=familiarity.threshold
     )

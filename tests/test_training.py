@@ -170,7 +170,13 @@ def test_precise_batchnorm_sets_running_statistics_to_those_of_clean_images():
 def test_training_from_streamed_files(tiny_dataset, artifacts):
     (tiny_dataset / "neutrophil" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     config = training.TrainConfig(
-        arch="cnn", data=str(tiny_dataset), image_size=32, epochs=2, batch_size=16, stream=True
+        arch="cnn",
+        data=str(tiny_dataset),
+        image_size=32,
+        epochs=2,
+        batch_size=16,
+        stream=True,
+        keep_model=False,
     )
     lines = []
     run = training.train(config, log=lines.append)
@@ -178,5 +184,7 @@ def test_training_from_streamed_files(tiny_dataset, artifacts):
     assert "skipped 1 unreadable images" in lines
     metrics = run.metrics
     assert metrics["n"] == run.record["split"]["test"] and 0 <= metrics["accuracy"] <= 1
+    # without the model, calibration is kept for the record but not the familiarity matrix
+    assert not run.has_model and run.calibration is not None and run.familiarity() is None
     with pytest.raises(ValueError, match="in memory"):
         training.TrainConfig(arch="cnn", data=str(tiny_dataset), stream=True, smote=True)
