@@ -212,10 +212,9 @@ def _evaluate(args) -> int:
 
 def _tested_images(dataset: datasets.Dataset, run: runs.Run) -> datasets.Dataset:
     """The images of `dataset` that `run` was tested on, matched by path without extension."""
-    tested = {str(Path(f).with_suffix("")) for f in run.predictions()["files"]}
-    keep = [
-        i for i, f in enumerate(dataset.files) if str(f.relative_to(dataset.root).with_suffix("")) in tested
-    ]
+    tested = set(map(datasets.name_key, run.predictions()["files"]))
+    keys = [datasets.name_key(f.relative_to(dataset.root)) for f in dataset.files]
+    keep = [i for i, key in enumerate(keys) if key in tested]
     if len(keep) != len(tested):
         raise ValueError(
             f"{dataset.root} holds {len(keep)} of the {len(tested)} images run {run.id} was tested on."

@@ -136,6 +136,11 @@ def audit(dataset: Dataset) -> dict:
     }
 
 
+def name_key(path: str | Path) -> str:
+    """A path without its extension: the same image in another format keeps its key."""
+    return str(Path(path).with_suffix(""))
+
+
 def _groups(dataset: Dataset) -> np.ndarray:
     """One group id per distinct file content, so duplicates always land in one split."""
     ids: dict[str, int] = {}

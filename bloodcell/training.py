@@ -283,11 +283,11 @@ def rescore(run: runs.Run, data: str | None = None, log=print) -> dict:
     dataset, x, index = _split_arrays(config, data or config.data, log)
     tested = run.predictions()["files"] if (run.path / "predictions.npz").is_file() else []
 
-    def stems(files) -> list[str]:
-        return sorted(str(Path(f).with_suffix("")) for f in files)
+    def keys(files) -> list[str]:
+        return sorted(map(datasets.name_key, files))
 
     same_split = {k: len(v) for k, v in index.items()} == record.get("split")
-    if not same_split or stems(tested) != stems(_relative(dataset, index["test"])):
+    if not same_split or keys(tested) != keys(_relative(dataset, index["test"])):
         raise ValueError(
             f"The test split of {dataset.root} does not hold the images run {run.id} was tested on; "
             "rescoring it there could score images the model learnt from."
