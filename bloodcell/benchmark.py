@@ -230,7 +230,8 @@ def training_speed(data: str, arch: str = "cnn", size: int = 64, batch_size: int
     for mixed in (False, True):
         with distribute.precision(mixed) as policy:
             model = archs.build(arch, len(dataset.classes), size)
-            trainer = training._trainer(model, training.TrainConfig(arch=arch, data=data, image_size=size))
+            config = training.TrainConfig(arch=arch, data=data, image_size=size)
+            trainer = training.with_augmentation(model, config)
             trainer.compile(optimizer="adam", loss=keras.losses.CategoricalCrossentropy())
         trainer.fit(x[: 2 * batch_size], targets[: 2 * batch_size], batch_size=batch_size, verbose=0)
         t = time.perf_counter()

@@ -340,7 +340,7 @@ def _fit_supervised(
         model = trainer.get_layer(config.arch) if config.augment else trainer
     else:
         model = model or archs.build(config.arch, n_classes, config.image_size, config.weights)
-        trainer = _trainer(model, config)
+        trainer = with_augmentation(model, config)
         trainer.compile(
             optimizer=_optimizer(config, steps, epochs),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -383,7 +383,7 @@ def _batches(x, targets, batch_size: int, shuffle: bool = False, seed: int = 0, 
     return Batches(x, targets, batch_size, shuffle, seed, weights=weights)
 
 
-def _trainer(model, config: TrainConfig):
+def with_augmentation(model, config: TrainConfig):
     """The model behind random augmentation: what is fitted; `model` alone is what is served."""
     if not config.augment:
         return model
