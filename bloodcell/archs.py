@@ -54,21 +54,36 @@ def get(name: str) -> Arch:
 
 
 def build(
-    name: str, num_classes: int, input_size: int | None = None, weights: str | None = None
+    name: str,
+    num_classes: int,
+    input_size: int | None = None,
+    weights: str | None = None,
+    crop: float = 1.0,
 ) -> keras.Model:
-    """Build architecture `name` for `num_classes` classes at `input_size` (its default if None)."""
+    """Build architecture `name` for `num_classes` classes at `input_size` (its default if None),
+    seeing the central `crop` of the image (see `inputs`)."""
     arch = get(name)
-    size = input_size or arch.input_size
-    if size < arch.min_size:
-        raise ValueError(f"{name} needs images of at least {arch.min_size} px; {size} was asked for.")
     if weights is not None and not arch.backbone:
         raise ValueError(f"{name} is trained from scratch; --weights applies only to pretrained backbones.")
-    inputs = keras.Input((size, size, 3), name="image")
-    x = Preprocess(arch.preprocessing, name="preprocess")(inputs)
+    image, x = inputs(arch, input_size or arch.input_size, crop)
     features = arch.builder(x, weights=weights)
     if len(features.shape) == 4:
         features = feature_map(features)
-    return keras.Model(inputs, head(features, num_classes), name=name)
+    return keras.Model(image, head(features, num_classes), name=name)
+
+
+def inputs(arch: Arch, size: int, crop: float = 1.0):
+    """The image input (size x size RGB, 0..255) and what the network proper receives: the
+    central `crop` of the image's side, preprocessed as `arch` expects. A crop below 1 shows
+    the cell, which the PBC pictures centre, at more pixels for the same work."""
+    if not 0.3 <= crop <= 1.0:
+        raise ValueError(f"crop is the central share of the image's side kept, from 0.3 to 1; not {crop}.")
+    seen = round(size * crop)
+    if seen < arch.min_size:
+        raise ValueError(f"{arch.name} needs images of at least {arch.min_size} px; {seen} was asked for.")
+    image = keras.Input((size, size, 3), name="image")
+    x = image if seen == size else layers.CenterCrop(seen, seen, name="crop")(image)
+    return image, Preprocess(arch.preprocessing, name="preprocess")(x)
 
 
 def feature_map(x):
@@ -272,7 +287,7 @@ def flops(model: keras.Model) -> int:
     """Floating-point operations (a multiply-add counts 2) of one image's forward pass through
     the convolutions and dense layers, which hold nearly all of a model's work."""
     total = 0
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if not isinstance(
             layer, layers.Conv2D | layers.DepthwiseConv2D | layers.SeparableConv2D | layers.Dense
         ):
@@ -294,8 +309,9 @@ def flops(model: keras.Model) -> int:
     return int(total)
 
 
-def _all_layers(model):
+def all_layers(model: keras.Model):
+    """Every layer of `model`, those of nested models included."""
     for layer in model.layers:
         yield layer
         if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)

@@ -20,10 +20,12 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
     return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95))}
 
 
-def serving(image_bytes: list[bytes], model: str | None = None, repeats: int = 50) -> dict:
+def serving(
+    image_bytes: list[bytes], model: str | None = None, repeats: int = 50, bfloat16: bool = False
+) -> dict:
     """Time the default (or named) model on `image_bytes`, after one warm-up answer."""
     started = time.perf_counter()
-    classifier = Classifier.load(model)
+    classifier = Classifier.load(model, bfloat16)
     load_seconds = time.perf_counter() - started
     classifier.predict([("warm-up", image_bytes[0])])
     classifier.heat_map(image_bytes[0], classifier.classes[0])
@@ -52,6 +54,7 @@ def serving(image_bytes: list[bytes], model: str | None = None, repeats: int = 5
     return {
         "model": classifier.run.id,
         "machine": _machine(),
+        "bfloat16": bfloat16,
         "load_seconds": load_seconds,
         "one_image_model_only": _percentiles(model_only),
         "one_image_from_bytes": _percentiles(single),
@@ -99,7 +102,8 @@ def models(image_bytes: list[bytes]) -> dict:
         record, stored = run.record, run.predictions()
         predicted = stored["logits"].argmax(axis=1)
         size = int(record["image_size"])
-        flop = archs.flops(archs.build(record["arch"], len(record["classes"]), size))
+        crop = record["config"].get("crop", 1.0)
+        flop = archs.flops(archs.build(record["arch"], len(record["classes"]), size, crop=crop))
         row = {
             "run": run.id,
             "arch": record["arch"],

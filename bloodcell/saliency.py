@@ -26,10 +26,12 @@ class GradCam:
     def __init__(self, model: keras.Model):
         layer = feature_layer(model)
         self._model = keras.Model(model.inputs, [layer.output, model.get_layer("logits").output])
+        names = [layer.name for layer in model.layers]
+        self._seen = model.get_layer("crop").output.shape[1] if "crop" in names else None
 
     def __call__(self, image: np.ndarray, class_index: int) -> np.ndarray:
         """A heat map in 0..1 with the image's height and width, for one uint8 image at the
-        model's input size."""
+        model's input size; zero outside the central crop a model with one sees."""
         x = tf.convert_to_tensor(image[None].astype(np.float32))
         with tf.GradientTape() as tape:
             features, logits = self._model(x, training=False)
@@ -38,8 +40,13 @@ class GradCam:
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[0].numpy()
         cam = cam / cam.max() if cam.max() > 0 else cam
-        resized = tf.image.resize(cam[..., None], image.shape[:2], method="bilinear")[..., 0].numpy()
-        return np.clip(resized, 0.0, 1.0)
+        side = image.shape[0]
+        seen = self._seen or side
+        resized = tf.image.resize(cam[..., None], (seen, seen), method="bilinear")[..., 0].numpy()
+        start = (side - seen) // 2  # where keras.layers.CenterCrop starts
+        heat = np.zeros(image.shape[:2], np.float32)
+        heat[start : start + seen, start : start + seen] = np.clip(resized, 0.0, 1.0)
+        return heat
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:

@@ -33,6 +33,7 @@ class TrainConfig:
     arch: str
     data: str
     image_size: int | None = None
+    crop: float = 1.0
     epochs: int = 30
     batch_size: int = 64
     optimizer: str = "adam"
@@ -79,6 +80,7 @@ class TrainConfig:
             raise ValueError("cross-validation needs at least 2 folds (or 0 for none).")
         if self.image_size is None:
             object.__setattr__(self, "image_size", arch.input_size)
+        archs.inputs(arch, self.image_size, self.crop)  # refuses a crop or size the network cannot take
         if self.weights in ("none", ""):
             object.__setattr__(self, "weights", None)
 
@@ -122,7 +124,7 @@ def _train(config: TrainConfig, log, on_run, resume, placement, policy: str, roo
             on_run(run)
         log(f"run {run.id}: resuming after epoch {run.record['checkpoint_epoch']}")
         return _train_and_store(config, run, dataset, x, index, log, run.load_checkpoint())
-    probe = archs.build(config.arch, n_classes, config.image_size, config.weights)
+    probe = archs.build(config.arch, n_classes, config.image_size, config.weights, config.crop)
     run = runs.create(
         config.name or config.arch,
         {
@@ -133,6 +135,7 @@ def _train(config: TrainConfig, log, on_run, resume, placement, policy: str, roo
             "image_size": config.image_size,
             "preprocessing": archs.get(config.arch).preprocessing,
             "resize": "PIL bilinear, antialiased, whole image to a square",
+            "crop": config.crop,
             "seed": config.seed,
             "dataset": {
                 "root": str(Path(config.data).resolve()),
@@ -339,7 +342,7 @@ def _fit_supervised(
         trainer, initial_epoch, curves = checkpoint
         model = trainer.get_layer(config.arch) if config.augment else trainer
     else:
-        model = model or archs.build(config.arch, n_classes, config.image_size, config.weights)
+        model = model or archs.build(config.arch, n_classes, config.image_size, config.weights, config.crop)
         trainer = with_augmentation(model, config)
         trainer.compile(
             optimizer=_optimizer(config, steps, epochs),
@@ -397,8 +400,8 @@ def _fit_supcon(config, train: Part, val: Part, n_classes: int, run, log):
     learn with SupConLoss on two augmented views per image; then a classifier is trained on
     the frozen encoder, and optionally everything is fine-tuned at a tenth of the rate."""
     arch = archs.get(config.arch)
-    image = keras.Input((config.image_size, config.image_size, 3), name="image")
-    features = layers_pool(arch.builder(archs.Preprocess(arch.preprocessing, name="preprocess")(image)))
+    image, x = archs.inputs(arch, config.image_size, config.crop)
+    features = layers_pool(arch.builder(x))
     encoder = keras.Model(image, features, name="encoder")
     projection = keras.Sequential(
         [keras.layers.Dense(256, activation="relu"), keras.layers.Dense(128)], name="projection"

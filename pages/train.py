@@ -19,8 +19,11 @@ with st.form("train"):
     )
     a, b, c = st.columns(3)
     image_size = a.number_input("Image size (px, 0: the architecture's)", 0, 512, 0, step=8)
-    epochs = b.number_input("Epochs", 1, 500, 30)
-    batch_size = c.number_input("Batch size", 1, 1024, 64)
+    crop = b.slider(
+        "Central crop", 0.3, 1.0, 1.0, 0.01, help="share of the image's side the network sees; 1: all of it"
+    )
+    epochs = c.number_input("Epochs", 1, 500, 30)
+    batch_size = a.number_input("Batch size", 1, 1024, 64)
     optimizer = a.selectbox("Optimizer", training.OPTIMIZERS)
     learning_rate = b.number_input("Learning rate", 1e-6, 1.0, 2e-3, format="%.5f")
     schedule = c.selectbox("Schedule", training.SCHEDULES)
@@ -51,6 +54,7 @@ if submitted:
             arch=arch,
             data=str(folders[data]),
             image_size=image_size or None,
+            crop=crop,
             epochs=epochs,
             batch_size=batch_size,
             optimizer=optimizer,

@@ -62,3 +62,26 @@ def test_imagenet_without_internet_names_the_offline_way(monkeypatch):
     monkeypatch.setattr("keras.src.applications.mobilenet_v2.file_utils.get_file", offline)
     with pytest.raises(archs.WeightsUnavailable, match=r"~/.keras/models/.*--weights"):
         archs.build("mobilenetv2", 8, input_size=96, weights="imagenet")
+
+
+def test_a_crop_shows_the_network_only_the_centre_of_the_image():
+    model = archs.build("cnn", 8, input_size=64, crop=0.5)
+    assert model.get_layer("crop").output.shape[1:3] == (32, 32)
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (2, 64, 64, 3)).astype("float32")
+    border = x.copy()
+    border[:, :16] = border[:, 48:] = border[:, :, :16] = border[:, :, 48:] = 0.0
+    np.testing.assert_allclose(model.predict(border, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    centre = x.copy()
+    centre[:, 16:48, 16:48] = 255.0 - centre[:, 16:48, 16:48]
+    assert not np.allclose(model.predict(centre, verbose=0), model.predict(x, verbose=0), atol=1e-4)
+    assert archs.flops(model) < archs.flops(archs.build("cnn", 8, input_size=64)) / 3
+
+
+def test_a_crop_out_of_range_or_too_small_for_the_network_is_refused():
+    with pytest.raises(ValueError, match="from 0.3 to 1"):
+        archs.build("cnn", 8, input_size=64, crop=0.2)
+    with pytest.raises(ValueError, match="from 0.3 to 1"):
+        archs.build("cnn", 8, input_size=64, crop=1.5)
+    with pytest.raises(ValueError, match="at least 75 px; 60 was asked for"):
+        archs.build("inceptionv3", 8, input_size=80, crop=0.75)

@@ -24,3 +24,18 @@ def test_test_time_augmentation_averages_the_eight_views(served_model):
     assert not np.allclose(plain, averaged)  # the views do differ for an untrained model
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(each[0], each[1], atol=1e-9)
+
+
+def test_bfloat16_serving_computes_in_bfloat16_and_agrees_with_float32(served_model):
+    cells = np.random.default_rng(3).integers(0, 256, (16, 32, 32, 3)).astype(np.uint8)
+    exact = Classifier.load()
+    fast = Classifier.load(bfloat16=True)
+    assert fast.model.get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert fast.model.get_layer("logits").compute_dtype == "float32"
+    assert exact.model.get_layer("stem_conv").compute_dtype == "float32"
+    p_exact, d_exact = exact.analyse(cells)
+    p_fast, d_fast = fast.analyse(cells)
+    assert p_fast.dtype == np.float32 or p_fast.dtype == np.float64
+    np.testing.assert_allclose(p_fast.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(p_fast - p_exact).max() <= 0.02
+    assert not np.array_equal(p_fast, p_exact)  # it really computed in 16 bits

@@ -33,3 +33,13 @@ def test_overlay_keeps_the_image_shape():
     image = np.zeros((40, 50, 3), np.uint8)
     out = saliency.overlay(image, np.linspace(0, 1, 40 * 50).reshape(40, 50))
     assert out.shape == (40, 50, 3) and out.dtype == np.uint8 and out[-1, -1, 0] > out[0, 0, 0]
+
+
+def test_heat_map_of_a_cropping_model_lies_within_its_crop():
+    model = archs.build("cnn", 8, input_size=64, crop=0.5)
+    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    heat = saliency.GradCam(model)(image, 2)
+    assert heat.shape == (64, 64) and heat.max() > 0
+    outside = np.ones((64, 64), bool)
+    outside[16:48, 16:48] = False
+    assert not heat[outside].any()
