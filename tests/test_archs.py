@@ -79,9 +79,9 @@ def test_a_crop_shows_the_network_only_the_centre_of_the_image():
 
 
 def test_a_crop_out_of_range_or_too_small_for_the_network_is_refused():
-    with pytest.raises(ValueError, match="from 0.3 to 1"):
+    with pytest.raises(ValueError, match=r"from 0\.3 to 1"):
         archs.build("cnn", 8, input_size=64, crop=0.2)
-    with pytest.raises(ValueError, match="from 0.3 to 1"):
+    with pytest.raises(ValueError, match=r"from 0\.3 to 1"):
         archs.build("cnn", 8, input_size=64, crop=1.5)
     with pytest.raises(ValueError, match="at least 75 px; 60 was asked for"):
         archs.build("inceptionv3", 8, input_size=80, crop=0.75)
