@@ -309,6 +309,12 @@ def flops(model: keras.Model) -> int:
     return int(total)
 
 
+def crop_side(model: keras.Model) -> int | None:
+    """The side in pixels of the central crop `model` sees (see `inputs`); None if it sees all."""
+    crops = [layer for layer in all_layers(model) if layer.name == "crop"]
+    return crops[0].output.shape[1] if crops else None
+
+
 def all_layers(model: keras.Model):
     """Every layer of `model`, those of nested models included."""
     for layer in model.layers:

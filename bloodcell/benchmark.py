@@ -108,6 +108,7 @@ def models(image_bytes: list[bytes]) -> dict:
             "run": run.id,
             "arch": record["arch"],
             "image_size": size,
+            "crop": crop,
             "default": run.id == runs.default_id(),
             "test": evaluation.bootstrap_ci95(stored["labels"], predicted),
             "n_test": len(predicted),
@@ -151,9 +152,9 @@ def markdown(result: dict) -> str:
         f"Measured on {result['machine']}; attainable peak {result['peak_gflops']:.0f} GFLOP/s "
         "(best float32 2048² matrix product). Intervals: 95% bootstrap over the test images.",
         "",
-        "| run | arch | px | accuracy | balanced acc. | macro-F1 | GFLOP/image | trained on | train min "
+        "| run | arch | input | accuracy | balanced acc. | macro-F1 | GFLOP/image | trained on | train min "
         "| train img/s | share of peak | one image, model (ms) | one image, bytes (ms) | batch img/s |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["runs"]:
         t, s = row["training"], row.get("serving")
@@ -164,7 +165,7 @@ def markdown(result: dict) -> str:
                 [
                     row["run"] + (" (default)" if row["default"] else ""),
                     row["arch"],
-                    str(row["image_size"]),
+                    results.pixels(row),
                     ci(row["test"]["accuracy"]),
                     ci(row["test"]["balanced_accuracy"]),
                     ci(row["test"]["macro_f1"]),

@@ -19,6 +19,7 @@ def table() -> list[dict]:
                 "architecture": record.get("arch"),
                 "method": record.get("method", ""),
                 "image size": record.get("image_size"),
+                "crop": record.get("crop", 1.0),
                 "epochs": record.get("epochs_run", record.get("config", {}).get("epochs")),
                 "accuracy": metrics.get("accuracy"),
                 "balanced accuracy": metrics.get("balanced_accuracy"),
@@ -61,13 +62,19 @@ def trained_on(record: dict) -> str:
     return where if accelerator == "none" else f"{where}, {accelerator}"
 
 
+def pixels(record: dict) -> str:
+    """The input size of a run, and the central share the network saw if it cropped."""
+    crop = record.get("crop", 1.0)
+    return f"{record['image_size']} px" + (f", central {crop:.0%}" if crop < 1 else "")
+
+
 def markdown(prefix: str = "") -> str:
     """The finished runs whose id contains `prefix` as a Markdown table (the README's)."""
     header = [
         "run",
         "architecture",
         "method",
-        "px",
+        "input",
         "epochs",
         "test accuracy",
         "balanced acc.",
@@ -87,7 +94,7 @@ def markdown(prefix: str = "") -> str:
             run.id,
             record["arch"],
             record.get("method", ""),
-            record["image_size"],
+            pixels(record),
             record.get("epochs_run", ""),
             f"{metrics['accuracy']:.2%}",
             f"{metrics['balanced_accuracy']:.2%}",

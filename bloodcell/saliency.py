@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bloodcell import archs
+
 # Anchor colours of a perceptually ordered map (dark blue -> cyan -> yellow -> red).
 _ANCHORS = np.array([[48, 18, 59], [40, 140, 230], [60, 220, 160], [250, 200, 40], [200, 30, 20]], float)
 
@@ -26,8 +28,7 @@ class GradCam:
     def __init__(self, model: keras.Model):
         layer = feature_layer(model)
         self._model = keras.Model(model.inputs, [layer.output, model.get_layer("logits").output])
-        names = [layer.name for layer in model.layers]
-        self._seen = model.get_layer("crop").output.shape[1] if "crop" in names else None
+        self._seen = archs.crop_side(model)
 
     def __call__(self, image: np.ndarray, class_index: int) -> np.ndarray:
         """A heat map in 0..1 with the image's height and width, for one uint8 image at the

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from bloodcell import runs
+from bloodcell import results, runs
 
 st.title("About bloodcell")
 st.markdown(
@@ -28,7 +28,7 @@ record, metrics = run.record, run.metrics or {}
 st.subheader("Default model")
 cols = st.columns(4)
 cols[0].metric("Architecture", record["arch"])
-cols[1].metric("Input size", f"{record['image_size']} px")
+cols[1].metric("Input size", results.pixels(record))
 cols[2].metric("Test accuracy", f"{metrics.get('accuracy', 0):.2%}")
 cols[3].metric("Macro-F1", f"{metrics.get('macro_f1', 0):.2%}")
 interval = metrics.get("accuracy_ci95")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from bloodcell import datasets, runs, training
+from bloodcell import archs, datasets, runs, training
 from bloodcell.training import SupConLoss, TrainConfig, oversample
 from tests.conftest import cell_image
 
@@ -80,11 +80,15 @@ def test_supcon_loss_prefers_embeddings_grouped_by_class():
 
 
 @pytest.mark.slow
-def test_supcon_trains_and_serves(tiny_dataset, artifacts):
+def test_supcon_trains_and_serves_with_a_central_crop(tiny_dataset, artifacts):
+    from bloodcell import results
+    from bloodcell.predictor import Classifier
+
     config = TrainConfig(
         arch="supcon",
         data=str(tiny_dataset),
-        image_size=32,
+        image_size=48,
+        crop=0.67,
         epochs=1,
         head_epochs=1,
         batch_size=16,
@@ -93,7 +97,13 @@ def test_supcon_trains_and_serves(tiny_dataset, artifacts):
     run = training.train(config, log=lambda line: None)
     assert run.status == "finished" and run.has_model
     assert "contrastive_loss" in run.history()[0]
-    assert run.load_model().predict(np.zeros((1, 32, 32, 3)), verbose=0).shape == (1, 8)
+    assert run.record["crop"] == 0.67 and results.pixels(run.record) == "48 px, central 67%"
+    model = run.load_model()
+    assert archs.crop_side(model) == 32
+    assert model.predict(np.zeros((1, 48, 48, 3)), verbose=0).shape == (1, 8)
+    cell = next(tiny_dataset.glob("*/*.png"))
+    answer = Classifier(run).predict([("cell", cell)])[0]
+    assert answer.error is None and abs(sum(answer.probabilities.values()) - 1) < 1e-5
 
 
 @pytest.mark.slow
