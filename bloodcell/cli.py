@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from bloodcell import archs, datasets, runs
 
 BFLOAT16_HELP = "compute in bfloat16 (weights stay float32): faster on CPUs with native bfloat16"
@@ -102,7 +104,12 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="score a model on a labelled folder")
     evaluate.add_argument("--data", required=True, help="folder with one sub-folder per class (any subset)")
-    evaluate.add_argument("--model", help="run id or run directory (default: the default model)")
+    evaluate.add_argument(
+        "--model",
+        action="append",
+        help="run id or run directory (default: the default model); repeat it to score the ensemble "
+        "(mean probability) of several models",
+    )
     evaluate.add_argument("--out", help="also write the JSON here")
     evaluate.add_argument(
         "--test-split",
@@ -200,31 +207,50 @@ def _resume(args) -> int:
 
 
 def _evaluate(args) -> int:
+    import time
+
     from bloodcell import evaluation
     from bloodcell.predictor import Classifier
 
-    classifier = Classifier.load(args.model, args.bfloat16)
+    classifiers = [Classifier.load(ref, args.bfloat16) for ref in args.model or [None]]
+    first = classifiers[0]
+    if any(c.classes != first.classes for c in classifiers):
+        raise ValueError("The models of an ensemble must answer the same classes in the same order.")
     dataset = datasets.discover(args.data)
     if args.test_split:
-        dataset = _tested_images(dataset, classifier.run)
-    unknown = [c for c in dataset.classes if c not in classifier.classes]
+        dataset = _tested_images(dataset, *(c.run for c in classifiers))
+    unknown = [c for c in dataset.classes if c not in first.classes]
     if unknown:
         raise ValueError(f"The model was not trained on {', '.join(unknown)}; remove those folders.")
-    x, readable = datasets.load_arrays(dataset, classifier.image_size, cache=False)
+    arrays = [datasets.load_arrays(dataset, c.image_size, cache=False) for c in classifiers]
+    readable = np.logical_and.reduce([ok for _, ok in arrays])
     for path in (f for f, ok in zip(dataset.files, readable, strict=True) if not ok):
         print(f"skipped unreadable file {path}", file=sys.stderr)
-    labels = [classifier.classes.index(dataset.classes[y]) for y in dataset.labels[readable]]
-    probabilities = classifier.analyse(x[readable], tta=args.tta)[0]
-    result = evaluation.metrics(labels, probabilities, classifier.classes)
-    result["model"] = classifier.run.id
+    labels = [first.classes.index(dataset.classes[y]) for y in dataset.labels[readable]]
+    started = time.perf_counter()
+    probabilities = np.mean(
+        [c.analyse(x[readable], tta=args.tta)[0] for c, (x, _) in zip(classifiers, arrays, strict=True)],
+        axis=0,
+    )
+    seconds = time.perf_counter() - started
+    result = evaluation.metrics(labels, probabilities, first.classes)
+    result["model"] = first.run.id if len(classifiers) == 1 else [c.run.id for c in classifiers]
     result["test_time_augmentation"] = args.tta
     result["bfloat16"] = args.bfloat16
+    result["model_ms_per_image"] = 1000 * seconds / max(len(labels), 1)
     return _report(result, args.out)
 
 
-def _tested_images(dataset: datasets.Dataset, run: runs.Run) -> datasets.Dataset:
-    """The images of `dataset` that `run` was tested on, matched by path without extension."""
+def _tested_images(dataset: datasets.Dataset, run: runs.Run, *others: runs.Run) -> datasets.Dataset:
+    """The images of `dataset` that `run` (and every one of `others`) was tested on, matched by
+    path without extension."""
     tested = set(map(datasets.name_key, run.predictions()["files"]))
+    for other in others:
+        if set(map(datasets.name_key, other.predictions()["files"])) != tested:
+            raise ValueError(
+                f"Runs {run.id} and {other.id} were tested on different images; "
+                "an ensemble is scored only on a test split its models share."
+            )
     keys = [datasets.name_key(f.relative_to(dataset.root)) for f in dataset.files]
     keep = [i for i, key in enumerate(keys) if key in tested]
     if len(keep) != len(tested):

@@ -146,3 +146,39 @@ def test_every_training_option_is_on_the_command_line(env):
         if field.type in (bool, "bool") and field.default:  # on by default: the flag turns it off
             flag = "--no-" + field.name.replace("_", "-")
         assert flag in shown, f"{flag} is missing from `train --help`"
+
+
+@pytest.mark.slow
+def test_evaluate_scores_an_ensemble_on_the_test_split_its_models_share(tiny_dataset, artifacts, capsys):
+    import numpy as np
+
+    from bloodcell import cli, datasets, evaluation, training
+    from bloodcell.predictor import Classifier
+
+    def trained(size: int, seed: int):
+        config = training.TrainConfig(
+            arch="cnn", data=str(tiny_dataset), image_size=size, epochs=1, batch_size=16, seed=seed
+        )
+        return training.train(config, log=lambda line: None)
+
+    small, large, other = trained(32, 0), trained(40, 0), trained(32, 1)
+    args = ["evaluate", "--data", str(tiny_dataset), "--test-split", "--model", small.id, "--model", large.id]
+    assert cli.main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == [small.id, large.id] and result["n"] == small.record["split"]["test"]
+    assert result["model_ms_per_image"] > 0
+
+    dataset = cli._tested_images(datasets.discover(tiny_dataset), small)
+    classifiers = [Classifier(run) for run in (small, large)]
+    mean = np.mean(
+        [c.analyse(datasets.load_arrays(dataset, c.image_size, cache=False)[0])[0] for c in classifiers],
+        axis=0,
+    )
+    classes = classifiers[0].classes
+    labels = [classes.index(dataset.classes[y]) for y in dataset.labels]
+    expected = evaluation.metrics(labels, mean, classes)
+    assert result["confusion_matrix"] == expected["confusion_matrix"]
+    assert result["accuracy"] == pytest.approx(expected["accuracy"])
+
+    assert cli.main([*args[:-1], other.id]) == 2
+    assert "tested on different images" in capsys.readouterr().err
