@@ -102,7 +102,7 @@ def models(image_bytes: list[bytes]) -> dict:
         record, stored = run.record, run.predictions()
         predicted = stored["logits"].argmax(axis=1)
         size = int(record["image_size"])
-        crop = record["config"].get("crop", 1.0)
+        crop = record.get("crop", 1.0)
         flop = archs.flops(archs.build(record["arch"], len(record["classes"]), size, crop=crop))
         row = {
             "run": run.id,
