@@ -38,8 +38,9 @@ def test_overlay_keeps_the_image_shape():
 def test_heat_map_of_a_cropping_model_lies_within_its_crop():
     model = archs.build("cnn", 8, input_size=64, crop=0.5)
     image = np.random.default_rng(1).integers(0, 256, (64, 64, 3)).astype(np.uint8)
-    heat = saliency.GradCam(model)(image, 2)
-    assert heat.shape == (64, 64) and heat.max() > 0
+    cam = saliency.GradCam(model)
+    heats = [cam(image, k) for k in range(8)]  # an untrained model may have no evidence for one class
+    assert all(heat.shape == (64, 64) for heat in heats) and max(heat.max() for heat in heats) > 0
     outside = np.ones((64, 64), bool)
     outside[16:48, 16:48] = False
-    assert not heat[outside].any()
+    assert not any(heat[outside].any() for heat in heats)
