@@ -53,14 +53,13 @@ class Classifier:
     three statuses; older runs fall back to a plain confidence threshold.
 
     With `bfloat16`, every layer but the float32 logits and softmax computes in bfloat16 (the
-    weights stay float32): faster on CPUs with native bfloat16, on trained weights unchanged."""
+    weights stay float32): faster on CPUs with native bfloat16."""
 
     def __init__(self, run: runs.Run, bfloat16: bool = False):
         import keras
         import tensorflow as tf
 
         self.run = run
-        self.bfloat16 = bfloat16
         record = run.record
         self.classes: tuple[str, ...] = tuple(record["classes"])
         self.image_size: int = int(record["image_size"])
