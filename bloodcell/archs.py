@@ -164,6 +164,11 @@ def cnn(x, weights=None, widths=(32, 64, 128, 256), blocks=(1, 2, 2, 1)):
     return x
 
 
+@register("cnn-deep", "The custom residual CNN with a second block in its widest stage", 80, 32, "unit")
+def cnn_deep(x, weights=None):
+    return cnn(x, blocks=(1, 2, 2, 2))
+
+
 @register(
     "unet", "U-Net-style encoder-decoder with skip connections and a classification head", 64, 32, "unit"
 )
