@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--test-fraction", type=float, default=defaults["test_fraction"])
     train.add_argument("--val-fraction", type=float, default=defaults["val_fraction"])
     train.add_argument("--seed", type=int, default=defaults["seed"])
+    train.add_argument(
+        "--split-seed",
+        type=int,
+        default=defaults["split_seed"],
+        help="seed of the train/validation/test split and the folds (default: --seed)",
+    )
     train.add_argument("--no-keep-model", dest="keep_model", action="store_false", help="store metrics only")
     train.add_argument("--name", default="", help="a label for the run id (default: the architecture)")
     train.add_argument(

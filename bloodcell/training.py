@@ -53,6 +53,7 @@ class TrainConfig:
     test_fraction: float = 0.3
     val_fraction: float = 0.2
     seed: int = 0
+    split_seed: int | None = None
     weights: str | None = None
     keep_model: bool = True
     name: str = ""
@@ -83,6 +84,8 @@ class TrainConfig:
         archs.inputs(arch, self.image_size, self.crop)  # refuses a crop or size the network cannot take
         if self.weights in ("none", ""):
             object.__setattr__(self, "weights", None)
+        if self.split_seed is None:
+            object.__setattr__(self, "split_seed", self.seed)
 
 
 @dataclass
@@ -168,7 +171,7 @@ def _split_arrays(config: TrainConfig, data: str, log) -> tuple:
     """(dataset, its images, {train/val/test: indices of its readable images}) of `data`: the
     images decoded in memory, or with `config.stream` left in their files."""
     dataset = datasets.discover(data)
-    split = datasets.split(dataset, config.test_fraction, config.val_fraction, config.seed)
+    split = datasets.split(dataset, config.test_fraction, config.val_fraction, config.split_seed)
     if config.stream:
         x = datasets.ImageFiles(tuple(map(str, dataset.files)), config.image_size)
         readable = datasets.readable(dataset, config.image_size)
@@ -209,7 +212,7 @@ def _train_and_store(config, run, dataset, x, index, log, checkpoint=None) -> ru
     if config.folds:
         pool = np.concatenate([index["train"], index["val"]])
         fold_results, fold_logits, history = [], [], {}
-        for k, (fit_idx, held_idx) in enumerate(datasets.folds(dataset, pool, config.folds, config.seed)):
+        for k, (fit_idx, held_idx) in enumerate(datasets.folds(dataset, pool, config.folds, config.split_seed)):
             log(f"fold {k + 1}/{config.folds}")
             held = Part(x[held_idx], dataset.labels[held_idx])
             model, history = fit(config, Part(x[fit_idx], dataset.labels[fit_idx]), held, n_classes, run, log)

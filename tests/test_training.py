@@ -198,3 +198,18 @@ def test_training_from_streamed_files(tiny_dataset, artifacts):
     assert not run.has_model and run.calibration is not None and run.familiarity() is None
     with pytest.raises(ValueError, match="in memory"):
         training.TrainConfig(arch="cnn", data=str(tiny_dataset), stream=True, smote=True)
+
+
+def test_split_seed_keeps_the_split_while_the_seed_changes_the_model(tiny_dataset, artifacts):
+    def trained(**seeds):
+        config = TrainConfig(
+            arch="cnn", data=str(tiny_dataset), image_size=32, epochs=1, batch_size=16, keep_model=False, **seeds
+        )
+        return training.train(config, log=lambda line: None)
+
+    first, same_split, other_split = trained(seed=0), trained(seed=1, split_seed=0), trained(seed=1)
+    files = [list(run.predictions()["files"]) for run in (first, same_split, other_split)]
+    assert files[0] == files[1] and sorted(files[0]) != sorted(files[2])
+    assert same_split.record["config"]["split_seed"] == 0 and other_split.record["config"]["split_seed"] == 1
+    logits = [run.predictions()["logits"] for run in (first, same_split)]
+    assert not np.allclose(*logits)
