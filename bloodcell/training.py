@@ -212,7 +212,8 @@ def _train_and_store(config, run, dataset, x, index, log, checkpoint=None) -> ru
     if config.folds:
         pool = np.concatenate([index["train"], index["val"]])
         fold_results, fold_logits, history = [], [], {}
-        for k, (fit_idx, held_idx) in enumerate(datasets.folds(dataset, pool, config.folds, config.split_seed)):
+        folds = datasets.folds(dataset, pool, config.folds, config.split_seed)
+        for k, (fit_idx, held_idx) in enumerate(folds):
             log(f"fold {k + 1}/{config.folds}")
             held = Part(x[held_idx], dataset.labels[held_idx])
             model, history = fit(config, Part(x[fit_idx], dataset.labels[fit_idx]), held, n_classes, run, log)

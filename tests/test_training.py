@@ -203,7 +203,13 @@ def test_training_from_streamed_files(tiny_dataset, artifacts):
 def test_split_seed_keeps_the_split_while_the_seed_changes_the_model(tiny_dataset, artifacts):
     def trained(**seeds):
         config = TrainConfig(
-            arch="cnn", data=str(tiny_dataset), image_size=32, epochs=1, batch_size=16, keep_model=False, **seeds
+            arch="cnn",
+            data=str(tiny_dataset),
+            image_size=32,
+            epochs=1,
+            batch_size=16,
+            keep_model=False,
+            **seeds,
         )
         return training.train(config, log=lambda line: None)
 
