@@ -166,6 +166,11 @@ def _parser() -> argparse.ArgumentParser:
     robust.add_argument("--out", help="also write the JSON here")
     robust.set_defaults(command=_robustness)
 
+    misses = sub.add_parser("misses", help="the test images that runs sharing a test split answer wrongly")
+    misses.add_argument("runs", nargs="+", metavar="RUN", help="run ids or run directories")
+    misses.add_argument("--out", help="also write the JSON here")
+    misses.set_defaults(command=_misses)
+
     table = sub.add_parser("table", help="the stored runs as a Markdown table")
     table.add_argument("--match", default="", help="only runs whose id contains this")
     table.set_defaults(command=_table)
@@ -342,6 +347,25 @@ def _table(args) -> int:
     from bloodcell import results
 
     print(results.markdown(args.match))
+    return 0
+
+
+def _misses(args) -> int:
+    from bloodcell import results
+
+    found = results.misses([runs.resolve(ref) for ref in args.runs])
+    print(
+        f"{found['n']} test images: {found['missed_by_any']} missed by at least one run, "
+        f"{found['missed_by_all']} by all {len(found['runs'])}"
+    )
+    print("| image | class | " + " | ".join(found["runs"]) + " |")
+    print("|---|---|" + "---|" * len(found["runs"]))
+    for image in found["images"]:
+        print(f"| {image['file']} | {image['true']} | " + " | ".join(image["answers"].values()) + " |")
+    if args.out:
+        from bloodcell import storage
+
+        storage.write_bytes(Path(args.out), (json.dumps(found, indent=2) + "\n").encode())
     return 0
 
 

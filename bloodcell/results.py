@@ -106,3 +106,47 @@ def markdown(prefix: str = "") -> str:
         ]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
+
+
+def misses(chosen: list[runs.Run]) -> dict:
+    """The test images that `chosen` runs, all tested on one split, answer wrongly: each with
+    its file, true class, every run's answer and how many runs missed it, most missed first.
+    Images that every run misses are the hard core no ensemble of these runs can mend."""
+    if not chosen:
+        raise ValueError("Choose at least one run.")
+    tested = []
+    for run in chosen:
+        stored = run.predictions()
+        order = np.argsort(stored["files"])
+        tested.append(
+            (stored["files"][order], stored["labels"][order], stored["logits"][order].argmax(axis=1))
+        )
+    files, labels, _ = tested[0]
+    classes = chosen[0].record["classes"]
+    for run, (other_files, other_labels, _) in zip(chosen, tested, strict=True):
+        if run.record["classes"] != classes or not np.array_equal(other_files, files):
+            raise ValueError(
+                f"{run.id} was tested on other images or classes than {chosen[0].id}; "
+                "compare only runs that share a test split (the same data, test fraction and split seed)."
+            )
+        if not np.array_equal(other_labels, labels):
+            raise ValueError(f"{run.id} labels its test images differently from {chosen[0].id}.")
+    answers = np.stack([predicted for _, _, predicted in tested], axis=1)
+    wrong = answers != labels[:, None]
+    missed = wrong.sum(axis=1)
+    images = [
+        {
+            "file": str(files[i]),
+            "true": classes[labels[i]],
+            "answers": {run.id: classes[k] for run, k in zip(chosen, answers[i], strict=True)},
+            "missed_by": int(missed[i]),
+        }
+        for i in sorted(np.flatnonzero(missed), key=lambda i: (-missed[i], str(files[i])))
+    ]
+    return {
+        "runs": [run.id for run in chosen],
+        "n": len(files),
+        "missed_by_all": int((missed == len(chosen)).sum()),
+        "missed_by_any": int((missed > 0).sum()),
+        "images": images,
+    }
