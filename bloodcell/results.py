@@ -116,7 +116,10 @@ def misses(chosen: list[runs.Run]) -> dict:
         raise ValueError("Choose at least one run.")
     tested = []
     for run in chosen:
-        stored = run.predictions()
+        try:
+            stored = run.predictions()
+        except FileNotFoundError:
+            raise ValueError(f"{run.id} has no stored test predictions.") from None
         order = np.argsort(stored["files"])
         tested.append(
             (stored["files"][order], stored["labels"][order], stored["logits"][order].argmax(axis=1))

@@ -1,10 +1,12 @@
 """Research page: every stored run, and side-by-side comparison of the chosen ones."""
 
+from pathlib import Path
+
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from bloodcell import results, runs
+from bloodcell import images, results, runs
 from bloodcell.classes import DISPLAY_NAMES
 
 st.title("Training results")
@@ -77,6 +79,33 @@ for column, run in zip(st.columns(min(len(chosen), 2)) * 3, chosen, strict=False
     )
     heat.update_layout(title=run.id, height=480)
     column.plotly_chart(heat, width="stretch")
+
+st.subheader("Test images answered wrongly")
+try:
+    found = results.misses(chosen)
+except ValueError as error:
+    st.info(f"Not shown: {error}")
+else:
+    st.caption(
+        f"{found['missed_by_any']} of {found['n']} test images are missed by at least one of these runs, "
+        f"{found['missed_by_all']} by all of them: no ensemble of these runs mends those."
+    )
+    st.dataframe(
+        [
+            {"image": i["file"], "class": i["true"], "missed by": i["missed_by"], **i["answers"]}
+            for i in found["images"]
+        ],
+        hide_index=True,
+    )
+    root = Path(chosen[0].record.get("dataset", {}).get("root", ""))
+    hardest = [i for i in found["images"] if i["missed_by"] == len(chosen) and (root / i["file"]).is_file()]
+    if hardest:
+        st.caption("Missed by every chosen run (the first 12, from the training data's folder):")
+        for column, image in zip(st.columns(6) * 2, hardest[:12], strict=False):
+            column.image(
+                images.load(root / image["file"], 160),
+                caption=f"{image['file']}: answered {', '.join(sorted(set(image['answers'].values())))}",
+            )
 
 st.subheader("Training curves")
 curves = go.Figure()

@@ -55,8 +55,18 @@ def test_about_page_shows_the_model_card(served_model):
     assert [m.label for m in app.metric] == ["Architecture", "Input size", "Test accuracy", "Macro-F1"]
 
 
-def test_results_page_compares_runs(served_model):
+def test_results_page_compares_runs(served_model, tmp_path):
+    import numpy as np
+
     served_model.write_json("metrics.json", metrics_for(0.9))
+    (tmp_path / "platelet").mkdir()
+    cell_image(7).save(tmp_path / "platelet" / "missed.png")
+    served_model.update(dataset={"root": str(tmp_path)})
+    served_model.write_predictions(
+        logits=np.eye(8)[[0, 6]],
+        labels=np.array([0, 7]),
+        files=np.array(["basophil/a.png", "platelet/missed.png"]),
+    )
     served_model.write_json(
         "confusion.json", {"labels": ["basophil", "platelet"], "matrix": [[9, 1], [0, 10]]}
     )
@@ -69,6 +79,10 @@ def test_results_page_compares_runs(served_model):
     assert len(charts) >= 4
     assert any("predicted" in chart.proto.spec for chart in charts)
     assert app.get("download_button")
+    missed = app.dataframe[1].value
+    assert list(missed["image"]) == ["platelet/missed.png"] and list(missed["missed by"]) == [1]
+    assert "1 of 2 test images" in app.caption[0].value
+    assert "platelet/missed.png: answered neutrophil" in app.get("image")[0].proto.imgs[0].caption
 
 
 def test_train_page_starts_a_job_and_shows_it(tiny_dataset, artifacts, monkeypatch):
