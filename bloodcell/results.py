@@ -135,8 +135,7 @@ def misses(chosen: list[runs.Run]) -> dict:
         if not np.array_equal(other_labels, labels):
             raise ValueError(f"{run.id} labels its test images differently from {chosen[0].id}.")
     answers = np.stack([predicted for _, _, predicted in tested], axis=1)
-    wrong = answers != labels[:, None]
-    missed = wrong.sum(axis=1)
+    missed = (answers != labels[:, None]).sum(axis=1)
     images = [
         {
             "file": str(files[i]),

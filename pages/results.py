@@ -86,10 +86,13 @@ try:
 except ValueError as error:
     st.info(f"Not shown: {error}")
 else:
-    st.caption(
-        f"{found['missed_by_any']} of {found['n']} test images are missed by at least one of these runs, "
-        f"{found['missed_by_all']} by all of them: no ensemble of these runs mends those."
-    )
+    if len(chosen) == 1:
+        st.caption(f"{found['missed_by_any']} of {found['n']} test images are answered wrongly.")
+    else:
+        st.caption(
+            f"{found['missed_by_any']} of {found['n']} test images are missed by at least one of these "
+            f"runs, {found['missed_by_all']} by all of them: no ensemble of these runs mends those."
+        )
     st.dataframe(
         [
             {"image": i["file"], "class": i["true"], "missed by": i["missed_by"], **i["answers"]}
@@ -97,13 +100,17 @@ else:
         ],
         hide_index=True,
     )
-    root = Path(chosen[0].record.get("dataset", {}).get("root", ""))
-    hardest = [i for i in found["images"] if i["missed_by"] == len(chosen) and (root / i["file"]).is_file()]
+    root = chosen[0].record.get("dataset", {}).get("root")
+    hardest = [
+        i
+        for i in found["images"]
+        if root and i["missed_by"] == len(chosen) and (Path(root) / i["file"]).is_file()
+    ]
     if hardest:
         st.caption("Missed by every chosen run (the first 12, from the training data's folder):")
         for column, image in zip(st.columns(6) * 2, hardest[:12], strict=False):
             column.image(
-                images.load(root / image["file"], 160),
+                images.load(Path(root) / image["file"], 160),
                 caption=f"{image['file']}: answered {', '.join(sorted(set(image['answers'].values())))}",
             )
 

@@ -81,7 +81,7 @@ def test_results_page_compares_runs(served_model, tmp_path):
     assert app.get("download_button")
     missed = app.dataframe[1].value
     assert list(missed["image"]) == ["platelet/missed.png"] and list(missed["missed by"]) == [1]
-    assert "1 of 2 test images" in app.caption[0].value
+    assert app.caption[0].value == "1 of 2 test images are answered wrongly."
     assert "platelet/missed.png: answered neutrophil" in app.get("image")[0].proto.imgs[0].caption
 
 
