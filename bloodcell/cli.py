@@ -358,10 +358,11 @@ def _misses(args) -> int:
         f"{found['n']} test images: {found['missed_by_any']} missed by at least one run, "
         f"{found['missed_by_all']} by all {len(found['runs'])}"
     )
-    print("| image | class | " + " | ".join(found["runs"]) + " |")
-    print("|---|---|" + "---|" * len(found["runs"]))
+    print("| image | class | missed by | " + " | ".join(found["runs"]) + " |")
+    print("|---|---|---:|" + "---|" * len(found["runs"]))
     for image in found["images"]:
-        print(f"| {image['file']} | {image['true']} | " + " | ".join(image["answers"].values()) + " |")
+        answers = " | ".join(image["answers"].values())
+        print(f"| {image['file']} | {image['true']} | {image['missed_by']} | {answers} |")
     if args.out:
         from bloodcell import storage
 

@@ -65,7 +65,7 @@ def test_misses_command_prints_a_table_and_writes_json(artifacts, tmp_path, caps
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "4 test images: 2 missed by at least one run, 0 by all 2"
     assert printed[3:] == [
-        "| eosinophil/c.jpg | eosinophil | eosinophil | basophil |",
-        "| ig/b.jpg | ig | neutrophil | ig |",
+        "| eosinophil/c.jpg | eosinophil | 1 | eosinophil | basophil |",
+        "| ig/b.jpg | ig | 1 | neutrophil | ig |",
     ]
     assert json.loads(out.read_text()) == results.misses([first, second])
