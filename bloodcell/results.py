@@ -111,7 +111,7 @@ def markdown(prefix: str = "") -> str:
 def misses(chosen: list[runs.Run]) -> dict:
     """The test images that `chosen` runs, all tested on one split, answer wrongly: each with
     its file, true class, every run's answer and how many runs missed it, most missed first.
-    Images that every run misses are the hard core no ensemble of these runs can mend."""
+    Images that every run misses are ones a vote among these runs gets wrong too."""
     if not chosen:
         raise ValueError("Choose at least one run.")
     tested = []

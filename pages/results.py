@@ -91,7 +91,7 @@ else:
     else:
         st.caption(
             f"{found['missed_by_any']} of {found['n']} test images are missed by at least one of these "
-            f"runs, {found['missed_by_all']} by all of them: no ensemble of these runs mends those."
+            f"runs, {found['missed_by_all']} by all of them (a vote among these runs gets those wrong too)."
         )
     st.dataframe(
         [
