@@ -1,5 +1,6 @@
 """Research page: every stored run, and side-by-side comparison of the chosen ones."""
 
+from itertools import islice
 from pathlib import Path
 
 import plotly.express as px
@@ -100,17 +101,15 @@ else:
         ],
         hide_index=True,
     )
-    root = chosen[0].record.get("dataset", {}).get("root")
-    hardest = [
-        i
-        for i in found["images"]
-        if root and i["missed_by"] == len(chosen) and (Path(root) / i["file"]).is_file()
-    ]
+    # most missed first: the first missed_by_all images are those every chosen run misses
+    recorded = chosen[0].record.get("dataset", {}).get("root")
+    root, everyone = Path(recorded or "."), found["images"][: found["missed_by_all"]] if recorded else []
+    hardest = list(islice((i for i in everyone if (root / i["file"]).is_file()), 12))
     if hardest:
         st.caption("Missed by every chosen run (the first 12, from the training data's folder):")
-        for column, image in zip(st.columns(6) * 2, hardest[:12], strict=False):
+        for column, image in zip(st.columns(6) * 2, hardest, strict=False):
             column.image(
-                images.load(Path(root) / image["file"], 160),
+                images.load(root / image["file"], 160),
                 caption=f"{image['file']}: answered {', '.join(sorted(set(image['answers'].values())))}",
             )
 
