@@ -135,33 +135,46 @@ class Preprocess(layers.Layer):
 BN_MOMENTUM = 0.9
 
 
-def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, name: str = ""):
+def _norm(name: str, group: bool = False, zero: bool = False):
+    """BatchNorm, or GroupNorm (8 groups), which keeps no statistics of the training pictures."""
+    gamma = "zeros" if zero else "ones"
+    if group:
+        return layers.GroupNormalization(8, gamma_initializer=gamma, name=name)
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, gamma_initializer=gamma, name=name)
+
+
+def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, name: str = "", group: bool = False):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(
         x
     )
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = _norm(f"{name}_bn", group)(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _residual(x, filters: int, strides: int, name: str):
+def _residual(x, filters: int, strides: int, name: str, group: bool = False):
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_proj")(x)
-        shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
-    y = _conv_bn(x, filters, strides=strides, name=f"{name}_a")
+        shortcut = _norm(f"{name}_proj_bn", group)(shortcut)
+    y = _conv_bn(x, filters, strides=strides, name=f"{name}_a", group=group)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(y)
-    y = layers.BatchNormalization(momentum=BN_MOMENTUM, gamma_initializer="zeros", name=f"{name}_b_bn")(y)
+    y = _norm(f"{name}_b_bn", group, zero=True)(y)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
 @register("cnn", "Custom residual CNN trained from scratch (the default model's design)", 80, 32, "unit")
-def cnn(x, weights=None, widths=(32, 64, 128, 256), blocks=(1, 2, 2, 1)):
-    x = _conv_bn(x, widths[0], strides=2, name="stem")
+def cnn(x, weights=None, widths=(32, 64, 128, 256), blocks=(1, 2, 2, 1), group: bool = False):
+    x = _conv_bn(x, widths[0], strides=2, name="stem", group=group)
     for stage, (filters, count) in enumerate(zip(widths, blocks, strict=True)):
         for block in range(count):
             strides = 2 if block == 0 and stage > 0 else 1
-            x = _residual(x, filters, strides, name=f"s{stage}b{block}")
+            x = _residual(x, filters, strides, name=f"s{stage}b{block}", group=group)
     return x
+
+
+@register("cnn-gn", "The custom residual CNN with GroupNorm instead of BatchNorm", 80, 32, "unit")
+def cnn_gn(x, weights=None):
+    return cnn(x, group=True)
 
 
 @register("cnn-deep", "The custom residual CNN with a second block in its widest stage", 80, 32, "unit")

@@ -43,6 +43,16 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults["crop"],
         help="central share of the image's side the network sees (default: 1, the whole image)",
     )
+    train.add_argument(
+        "--framing",
+        action="store_true",
+        help="find the cell in each picture and frame it at its own size, white-balanced (bloodcell.finder)",
+    )
+    train.add_argument(
+        "--stain-augment",
+        action="store_true",
+        help="also augment what differs between laboratories: stain mixing, zoom, blur, noise",
+    )
     train.add_argument("--epochs", type=int, default=defaults["epochs"])
     train.add_argument("--batch-size", type=int, default=defaults["batch_size"])
     train.add_argument("--optimizer", choices=("adam", "sgd", "rmsprop"), default=defaults["optimizer"])
@@ -133,7 +143,32 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="run id or run directory (default: the default model)")
     predict.add_argument("--json", action="store_true", help="one JSON object per image, one a line")
     predict.add_argument("--bfloat16", action="store_true", help=BFLOAT16_HELP)
+    predict.add_argument(
+        "--adapt",
+        action="store_true",
+        help="the images are cells of one laboratory (at least 20): adapt the model to them first, "
+        "without labels (its BatchNorm statistics)",
+    )
     predict.set_defaults(command=_predict)
+
+    adapt = sub.add_parser("adapt", help="adapt a model to a laboratory from its labelled cells; a new run")
+    adapt.add_argument(
+        "--data", required=True, help="the lab's cells, one sub-folder per class (any subset, 5 or more each)"
+    )
+    adapt.add_argument("--model", help="run id or run directory to adapt (default: the default model)")
+    adapt.add_argument("--name", default="", help="a name for the new run (default: the folder's name)")
+    adapt.set_defaults(command=_adapt)
+
+    crosslab = sub.add_parser(
+        "crosslab", help="score a model on other laboratories' labelled folders, before and after adapting"
+    )
+    crosslab.add_argument("folders", nargs="+", metavar="DIR", help="one sub-folder per class each")
+    crosslab.add_argument("--model", help="run id or run directory (default: the default model)")
+    crosslab.add_argument(
+        "--shots", type=int, nargs="*", default=[5, 20], help="labelled cells per class to adapt with"
+    )
+    crosslab.add_argument("--out", help="also write the JSON here")
+    crosslab.set_defaults(command=_crosslab)
 
     sub.add_parser("archs", help="list the architectures").set_defaults(command=_archs)
     sub.add_parser("runs", help="list the stored runs").set_defaults(command=_runs)
@@ -286,7 +321,7 @@ def _predict(args) -> int:
     from bloodcell.predictor import Classifier
 
     classifier = Classifier.load(args.model, args.bfloat16)
-    answers = classifier.predict([(path, path) for path in args.images])
+    answers = classifier.predict([(path, path) for path in args.images], adapt=args.adapt)
     for answer in answers:
         if args.json:
             print(json.dumps(answer.as_dict()))
@@ -297,6 +332,42 @@ def _predict(args) -> int:
                 f"{answer.file}: {answer.label} ({answer.probabilities[answer.label]:.1%}, {answer.status})"
             )
     return 2 if any(a.error for a in answers) else 0
+
+
+def _adapt(args) -> int:
+    from bloodcell import adaptation
+    from bloodcell.predictor import Classifier
+
+    classifier = Classifier.load(args.model)
+    lab = adaptation.read_lab(args.data, classifier)
+    for path, reason in lab.refused:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    adaptation.check_enough(lab.labels, classifier.classes)
+    adapted, report = adaptation.fine_tuned(classifier, lab.x, lab.labels)
+    print(
+        f"adapted {classifier.run.id} to {len(lab.labels)} cells of {lab.root.name}: "
+        f"temperature {report['temperature']:.3f}, review below {report['review']['threshold']:.3f}"
+    )
+    run = adaptation.store(adapted, lab, report, args.name or _run_name(lab.root.name))
+    print(run.id)
+    return 0
+
+
+def _run_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:40] or "lab"
+
+
+def _crosslab(args) -> int:
+    from bloodcell import adaptation
+    from bloodcell.predictor import Classifier
+
+    result = adaptation.crosslab(Classifier.load(args.model), args.folders, tuple(args.shots))
+    print(adaptation.table(result))
+    if args.out:
+        from bloodcell import storage
+
+        storage.write_json(Path(args.out), result)
+    return 0
 
 
 def _archs(args) -> int:

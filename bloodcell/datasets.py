@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from bloodcell import images, storage
+from bloodcell import finder, images, storage
 from bloodcell.classes import CLASSES, canonical_class
 
 
@@ -180,19 +180,22 @@ def folds(dataset: Dataset, index: np.ndarray, k: int = 5, seed: int = 0):
         yield index[train], index[held]
 
 
-def load_arrays(dataset: Dataset, size: int, cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded, resized uint8 images (N, size, size, 3) and a mask of the readable ones.
+def load_arrays(
+    dataset: Dataset, size: int, cache: bool = True, framing: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded uint8 model inputs (N, size, size, 3; see `images.prepare`) and a mask of the
+    readable ones.
 
     Arrays are cached on disk by content, so a second run decodes nothing again.
     """
-    path = storage.cache_dir() / f"arrays-{dataset.fingerprint}-{size}.npz"
+    path = storage.cache_dir() / f"arrays-{dataset.fingerprint}-{size}{_FRAMED[framing]}.npz"
     if cache and path.exists():
         with np.load(path) as stored:
             return stored["x"], stored["ok"]
 
     def decode(file: Path) -> np.ndarray | None:
         try:
-            return images.load(file, size)
+            return images.load(file, size, framing)
         except images.UnusableImage:
             return None
 
@@ -205,16 +208,20 @@ def load_arrays(dataset: Dataset, size: int, cache: bool = True) -> tuple[np.nda
     return x, ok
 
 
-def readable(dataset: Dataset, size: int) -> np.ndarray:
+# cache names: framed inputs (bloodcell.finder) are other arrays than whole resized pictures
+_FRAMED = {False: "", True: f"-framed{finder.VERSION}"}
+
+
+def readable(dataset: Dataset, size: int, framing: bool = False) -> np.ndarray:
     """Which files the loader can use (decoded once, nothing kept but the answer, cached)."""
-    path = storage.cache_dir() / f"readable-{dataset.fingerprint}-{size}.npz"
+    path = storage.cache_dir() / f"readable-{dataset.fingerprint}-{size}{_FRAMED[framing]}.npz"
     if path.exists():
         with np.load(path) as stored:
             return stored["ok"]
 
     def usable(file: Path) -> bool:
         try:
-            images.load(file, size)
+            images.load(file, size, framing)
         except images.UnusableImage:
             return False
         return True
@@ -232,22 +239,23 @@ class ImageFiles:
 
     paths: tuple[str, ...]
     size: int
+    framing: bool = False
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index) -> "ImageFiles":
-        return ImageFiles(tuple(self.paths[i] for i in np.atleast_1d(index)), self.size)
+        return ImageFiles(tuple(self.paths[i] for i in np.atleast_1d(index)), self.size, self.framing)
 
     def stream(self, batch_size: int, targets=None, weights=None, shuffle: bool = False, seed: int = 0):
         """Batches of uint8 images (with `targets` and per-image `weights` if given), decoded in
         parallel and prefetched; with `shuffle`, a new seeded order every pass."""
         import tensorflow as tf
 
-        size = self.size
+        size, framing = self.size, self.framing
 
         def decode(path):
-            return images.load(path.decode(), size)
+            return images.load(path.decode(), size, framing)
 
         def load(path):
             image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)

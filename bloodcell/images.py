@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from bloodcell import finder
+
 FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "GIF")
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 MAX_PIXELS = 40_000_000
@@ -69,12 +71,26 @@ def resize_to(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-def load(source: bytes | str | Path, size: int) -> np.ndarray:
-    """Read an image and resize it to the model's input size; a blank picture is refused."""
-    rgb = resize(read_image(source), size)
-    if rgb.reshape(-1, 3).std(axis=0).max() < MIN_DETAIL:
+def load(source: bytes | str | Path, size: int, framing: bool = False) -> np.ndarray:
+    """Read an image and bring it to the model's input (see `prepare`)."""
+    return prepare(read_image(source), size, framing)[0]
+
+
+def prepare(rgb: np.ndarray, size: int, framing: bool = False) -> tuple[np.ndarray, finder.Cell | None]:
+    """The model's input from a decoded picture, and where its cell was found.
+
+    With `framing`, the cell of interest is found, framed at its own size and white-balanced
+    (`bloodcell.finder`); else the whole picture is resized. A blank picture, or one where
+    framing finds no stained cell, is refused."""
+    found = (resize(rgb, size), None) if not framing else finder.framed(rgb, size)
+    if found is None:
+        raise UnusableImage(
+            "No stained cell could be found in this picture; please upload a picture of a "
+            "stained blood smear with the cell of interest in view."
+        )
+    if found[0].reshape(-1, 3).std(axis=0).max() < MIN_DETAIL:
         raise UnusableImage("The picture is blank (one flat colour): there is no cell to see in it.")
-    return rgb
+    return found
 
 
 def _read_bytes(source: bytes | str | Path) -> bytes:

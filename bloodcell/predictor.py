@@ -1,5 +1,6 @@
 """Serving: a stored run's model answering images with class, calibrated probabilities and a status."""
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,10 @@ import numpy as np
 from bloodcell import images, runs, trust
 
 REVIEW_BELOW = 0.9
+# Fewest cells of one laboratory whose statistics stand in for the training pictures'
+# (label-free adaptation): fewer give BatchNorm statistics too noisy to trust.
+MIN_LAB_CELLS = 20
+MAX_LAB_CELLS = 512  # more add nothing to the statistics but memory
 
 
 @dataclass
@@ -56,32 +61,75 @@ class Classifier:
     weights stay float32): faster on CPUs with native bfloat16."""
 
     def __init__(self, run: runs.Run, bfloat16: bool = False):
-        import keras
-        import tensorflow as tf
-
         self.run = run
         record = run.record
         self.classes: tuple[str, ...] = tuple(record["classes"])
         self.image_size: int = int(record["image_size"])
+        self.framing: bool = bool(record.get("framing"))
         self.temperature: float = float(record.get("temperature", 1.0))
         self.review_below: float = float(record.get("review_below", REVIEW_BELOW))
         stored = run.familiarity()
         self.familiarity = trust.Familiarity.from_arrays(stored) if stored else None
-        self.model = run.load_model()
+        self.adapted_to = 0
+        model = run.load_model()
         if bfloat16:
-            _compute_in_bfloat16(self.model)
+            _compute_in_bfloat16(model)
+        self._bind(model)
+
+    def _bind(self, model) -> None:
+        import keras
+        import tensorflow as tf
+
+        self.model = model
         self._grad_cam = None
         both = keras.Model(
-            self.model.inputs,
-            [self.model.get_layer("head_dropout").input, self.model.get_layer("logits").output],
+            model.inputs, [model.get_layer("head_dropout").input, model.get_layer("logits").output]
         )
         self._outputs = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
         self.analyse(np.zeros((1, self.image_size, self.image_size, 3), np.uint8))  # trace once, at load
+
+    def inputs(self, source: bytes | str | Path) -> np.ndarray:
+        """One picture as this model's input (the one loader; framed if the model was trained so)."""
+        return images.load(source, self.image_size, self.framing)
+
+    def adapted(self, x: np.ndarray, minimum: int = MIN_LAB_CELLS) -> "Classifier":
+        """This classifier adapted, without labels, to the laboratory of the cells `x` (model
+        inputs, at least `MIN_LAB_CELLS`): its BatchNorm statistics are those of these cells
+        instead of the training pictures' (AdaBN, Li et al. 2016), so another lab's stain and
+        camera shift what every layer sees back to what it learnt on. The original is untouched."""
+        import keras
+
+        if len(x) < minimum:
+            raise ValueError(
+                f"Adapting to a laboratory needs at least {minimum} of its cells; {len(x)} were given."
+            )
+        from bloodcell import archs
+
+        model = keras.models.clone_model(self.model)
+        model.set_weights(self.model.get_weights())
+        norms = [
+            layer for layer in archs.all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+        for layer in norms:
+            layer.momentum = 0.0  # the statistics of this one batch replace the stored ones
+        model(x[:MAX_LAB_CELLS], training=True)
+        for layer in norms:
+            layer.momentum = archs.BN_MOMENTUM
+        adapted = copy.copy(self)
+        adapted._bind(model)
+        adapted.adapted_to = len(x)
+        return adapted
 
     @classmethod
     def load(cls, ref: str | None = None, bfloat16: bool = False) -> "Classifier":
         """The classifier of run `ref` (an id or a run directory), or of the default run."""
         return cls(runs.resolve(ref), bfloat16)
+
+    def features_and_logits(self, batch: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Penultimate features and logits for uint8 images at the input size: the one
+        inference path under calibration, serving, adaptation and evaluation."""
+        outputs = [self._outputs(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
+        return tuple(np.concatenate([o[k].numpy() for o in outputs]) for k in (0, 1))
 
     def analyse(
         self, batch: np.ndarray, batch_size: int = 256, tta: bool = False
@@ -90,40 +138,38 @@ class Classifier:
 
         With `tta`, the probabilities are the mean over each image's 8 flips and right-angle
         turns (a cell has no up or left), at 8 times the work; the distance is the image's own."""
-        features, probabilities = [], []
-        for i in range(0, len(batch), batch_size):
-            chunk = batch[i : i + batch_size]
-            f, z = self._outputs(chunk)
-            p = trust.calibrated(z.numpy(), self.temperature)
-            if tta:
-                turned = [self._outputs(view)[1].numpy() for view in dihedral(chunk)[1:]]
-                p = np.mean([p] + [trust.calibrated(t, self.temperature) for t in turned], axis=0)
-            features.append(f.numpy())
-            probabilities.append(p)
-        if not probabilities:
+        if not len(batch):
             return np.zeros((0, len(self.classes))), np.zeros(0)
-        features = np.concatenate(features)
+        features, logits = self.features_and_logits(batch, batch_size)
+        p = trust.calibrated(logits, self.temperature)
+        if tta:
+            turned = [self.features_and_logits(view, batch_size)[1] for view in dihedral(batch)[1:]]
+            p = np.mean([p] + [trust.calibrated(t, self.temperature) for t in turned], axis=0)
         distance = self.familiarity.distance(features) if self.familiarity else np.zeros(len(features))
-        return np.concatenate(probabilities), distance
+        return p, distance
 
     def statuses(self, probabilities: np.ndarray, distance: np.ndarray) -> list[str]:
         familiar_below = self.familiarity.threshold if self.familiarity else math.inf
         return trust.status(probabilities, distance, self.review_below, familiar_below)
 
-    def predict(self, sources: list[tuple[str, bytes | str | Path]]) -> list[Prediction]:
-        """Answer each (name, image bytes or path); an unusable image gets its own error."""
+    def predict(self, sources: list[tuple[str, bytes | str | Path]], adapt: bool = False) -> list[Prediction]:
+        """Answer each (name, image bytes or path); an unusable image gets its own error.
+
+        With `adapt`, the pictures are taken as cells of one laboratory and the model is first
+        adapted to them (`adapted`; at least `MIN_LAB_CELLS` usable pictures)."""
         answers = [Prediction(name) for name, _ in sources]
         arrays, where = [], []
         for i, (_, source) in enumerate(sources):
             try:
-                arrays.append(images.load(source, self.image_size))
+                arrays.append(self.inputs(source))
                 where.append(i)
             except images.UnusableImage as error:
                 answers[i].error = str(error)
+        answering = self.adapted(np.stack(arrays) if arrays else np.zeros(0)) if adapt else self
         if arrays:
-            probabilities, distance = self.analyse(np.stack(arrays))
+            probabilities, distance = answering.analyse(np.stack(arrays))
             for i, p, status in zip(
-                where, probabilities, self.statuses(probabilities, distance), strict=True
+                where, probabilities, answering.statuses(probabilities, distance), strict=True
             ):
                 answers[i].label = self.classes[int(p.argmax())]
                 answers[i].probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
@@ -131,13 +177,17 @@ class Classifier:
         return answers
 
     def heat_map(self, source: bytes | str | Path, class_name: str, display: int = 320) -> np.ndarray:
-        """The image (at most `display` px) with a Grad-CAM heat map of `class_name` over it."""
+        """The original picture (at most `display` px) with a Grad-CAM heat map of `class_name`
+        over the part of it the model saw."""
         from bloodcell import saliency
 
         if self._grad_cam is None:
             self._grad_cam = saliency.GradCam(self.model)
         rgb = images.read_image(source)
-        heat = self._grad_cam(images.resize(rgb, self.image_size), self.classes.index(class_name))
+        x, cell = images.prepare(rgb, self.image_size, self.framing)
+        heat = self._grad_cam(x, self.classes.index(class_name))
+        if cell is not None:
+            heat = saliency.place(heat, cell.frame, rgb.shape[:2])
         scale = display / max(rgb.shape[:2])
         if scale < 1:
             rgb = images.resize_to(rgb, round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))

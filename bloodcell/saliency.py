@@ -50,6 +50,19 @@ class GradCam:
         return heat
 
 
+def place(heat: np.ndarray, frame: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """A heat map of the square `frame` (x0, y0, x1, y1, which may reach past the picture) laid
+    on a picture of `shape` (height, width): zero outside the frame."""
+    x0, y0, x1, y1 = frame
+    resized = tf.image.resize(heat[..., None], (y1 - y0, x1 - x0), method="bilinear")[..., 0].numpy()
+    placed = np.zeros(shape, np.float32)
+    top, left = max(0, y0), max(0, x0)
+    bottom, right = min(shape[0], y1), min(shape[1], x1)
+    if bottom > top and right > left:
+        placed[top:bottom, left:right] = resized[top - y0 : bottom - y0, left - x0 : right - x0]
+    return placed
+
+
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """The heat map coloured and blended over the RGB image (uint8)."""
     if heat.shape != image.shape[:2]:

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from bloodcell import archs, datasets, distribute, evaluation, runs, trust
+from bloodcell import archs, datasets, distribute, evaluation, finder, runs, trust
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "constant")
@@ -34,6 +34,8 @@ class TrainConfig:
     data: str
     image_size: int | None = None
     crop: float = 1.0
+    framing: bool = False
+    stain_augment: bool = False
     epochs: int = 30
     batch_size: int = 64
     optimizer: str = "adam"
@@ -137,7 +139,13 @@ def _train(config: TrainConfig, log, on_run, resume, placement, policy: str, roo
             "classes": list(dataset.classes),
             "image_size": config.image_size,
             "preprocessing": archs.get(config.arch).preprocessing,
-            "resize": "PIL bilinear, antialiased, whole image to a square",
+            "resize": "PIL bilinear, antialiased, "
+            + (
+                "the cell found, framed at its size, white-balanced"
+                if config.framing
+                else "whole image to a square"
+            ),
+            "framing": finder.VERSION if config.framing else None,
             "crop": config.crop,
             "seed": config.seed,
             "dataset": {
@@ -173,10 +181,10 @@ def _split_arrays(config: TrainConfig, data: str, log) -> tuple:
     dataset = datasets.discover(data)
     split = datasets.split(dataset, config.test_fraction, config.val_fraction, config.split_seed)
     if config.stream:
-        x = datasets.ImageFiles(tuple(map(str, dataset.files)), config.image_size)
-        readable = datasets.readable(dataset, config.image_size)
+        x = datasets.ImageFiles(tuple(map(str, dataset.files)), config.image_size, config.framing)
+        readable = datasets.readable(dataset, config.image_size, config.framing)
     else:
-        x, readable = datasets.load_arrays(dataset, config.image_size)
+        x, readable = datasets.load_arrays(dataset, config.image_size, framing=config.framing)
     if not readable.all():
         log(f"skipped {int((~readable).sum())} unreadable images")
     index = {name: idx[readable[idx]] for name, idx in dataclasses.asdict(split).items()}
@@ -395,7 +403,7 @@ def with_augmentation(model, config: TrainConfig):
     if not config.augment:
         return model
     size = config.image_size
-    augment = Augment(seed=config.seed, dtype="float32")
+    augment = Augment(seed=config.seed, stain=config.stain_augment, dtype="float32")
     return keras.Sequential([keras.Input((size, size, 3), name="image"), augment, model], name="trainer")
 
 
@@ -410,7 +418,11 @@ def _fit_supcon(config, train: Part, val: Part, n_classes: int, run, log):
     projection = keras.Sequential(
         [keras.layers.Dense(256, activation="relu"), keras.layers.Dense(128)], name="projection"
     )
-    view = Augment(seed=config.seed, dtype="float32")(image) if config.augment else image
+    view = (
+        Augment(seed=config.seed, stain=config.stain_augment, dtype="float32")(image)
+        if config.augment
+        else image
+    )
     pretrain = keras.Model(image, projection(encoder(view)), name="supcon_pretrain")
     batch_size = config.batch_size * distribute.replicas()
     steps = -(-len(train.y) // batch_size)
@@ -661,11 +673,15 @@ class Augment(layers.Layer):
     """Random augmentation for stained smears, in training only: the 8 flips and right-angle
     turns, a rotation of up to 22.5 degrees with a zoom of up to 10% (one affine warp, edges
     reflected), and mild colour jitter. uint8-valued RGB in, float32 out. Written in Keras ops
-    that compile (XLA), so it runs on any backend and on the accelerator inside the step."""
+    that compile (XLA), so it runs on any backend and on the accelerator inside the step.
 
-    def __init__(self, seed: int = 0, **kwargs):
+    With `stain`, also what differs between laboratories: a random mixing of the stains in
+    optical density (every stain's strength and hue), a wider zoom, stronger lamp colour and
+    brightness, focus blur and camera noise."""
+
+    def __init__(self, seed: int = 0, stain: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.seed = seed
+        self.seed, self.stain = seed, stain
         self.generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=False):
@@ -680,7 +696,8 @@ class Augment(layers.Layer):
         x = ops.where(uniform((n, 1, 1, 1)) < 0.5, ops.transpose(x, (0, 2, 1, 3)), x)
         x = ops.where(uniform((n, 1, 1, 1)) < 0.5, ops.flip(x, axis=1), x)
         x = ops.where(uniform((n, 1, 1, 1)) < 0.5, ops.flip(x, axis=2), x)
-        angle, scale = uniform((n,), -np.pi / 8, np.pi / 8), uniform((n,), 0.9, 1.1)
+        zoom = 0.2 if self.stain else 0.1
+        angle, scale = uniform((n,), -np.pi / 8, np.pi / 8), uniform((n,), 1 - zoom, 1 + zoom)
         cos, sin, centre = ops.cos(angle) / scale, ops.sin(angle) / scale, (size - 1) / 2
         zero = ops.zeros_like(cos)
         # output pixel (col, row) samples the input at centre + R(angle) (p - centre) / scale
@@ -688,16 +705,32 @@ class Augment(layers.Layer):
             [cos, -sin, centre * (1 - cos + sin), sin, cos, centre * (1 - sin - cos), zero, zero], axis=1
         )
         x = ops.image.affine_transform(x, transform, interpolation="bilinear", fill_mode="reflect")
+        if self.stain:
+            x = self._laboratory(x, n, uniform)
         mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
-        contrast, tint = uniform((n, 1, 1, 1), 0.9, 1.1), uniform((n, 1, 1, 3), 0.96, 1.04)
+        spread = 0.06 if self.stain else 0.04
+        contrast, tint = uniform((n, 1, 1, 1), 0.9, 1.1), uniform((n, 1, 1, 3), 1 - spread, 1 + spread)
         x = ((x - mean) * contrast + mean) * tint + uniform((n, 1, 1, 1), -12.0, 12.0)
         return ops.clip(x, 0.0, 255.0)
+
+    def _laboratory(self, x, n, uniform):
+        # optical density: each stain adds to it linearly (Beer-Lambert), so mixing the three
+        # channels' densities by a random matrix near identity varies every stain's strength and hue
+        density = -ops.log((x + 1.0) / 256.0)
+        mixing = ops.eye(3) + uniform((n, 3, 3), -0.15, 0.15)
+        density = ops.einsum("nhwc,ncd->nhwd", density, mixing) * uniform((n, 1, 1, 1), 0.8, 1.2)
+        x = 256.0 * ops.exp(-ops.maximum(density, 0.0)) - 1.0
+        kernel = np.outer(*[np.array([1, 4, 6, 4, 1], np.float32) / 16] * 2)
+        blurred = ops.depthwise_conv(x, np.tile(kernel[:, :, None, None], (1, 1, 3, 1)), padding="same")
+        blur = ops.where(uniform((n, 1, 1, 1)) < 0.3, uniform((n, 1, 1, 1)), 0.0)
+        x = x + blur * (blurred - x)
+        return x + keras.random.normal(ops.shape(x), seed=self.generator) * uniform((n, 1, 1, 1), 0.0, 6.0)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
+        return {**super().get_config(), "seed": self.seed, "stain": self.stain}
 
 
 def precise_batchnorm(model, x: np.ndarray, val: Part | None, batch_size: int, seed: int) -> tuple:

@@ -5,6 +5,7 @@ import streamlit as st
 
 from bloodcell import images, report, ui
 from bloodcell.classes import DISPLAY_NAMES, WHITE_CELLS
+from bloodcell.predictor import MIN_LAB_CELLS
 
 STATUS_TEXT = {
     "confident": "Confident",
@@ -31,8 +32,20 @@ if not uploads:
     st.info("Upload one image, or a whole slide's worth at once.")
     st.stop()
 
+adapt = st.toggle(
+    "These cells all come from one laboratory: adapt to its stain and camera first",
+    help=f"For a batch of at least {MIN_LAB_CELLS} cells from one microscope: the model takes that "
+    "batch's image statistics in place of the training laboratory's (no labels needed), then answers.",
+    disabled=len(uploads) < MIN_LAB_CELLS,
+)
 classifier = ui.classifier(run_id)
-answers = classifier.predict([(f.name, f.getvalue()) for f in uploads])
+try:
+    answers = classifier.predict([(f.name, f.getvalue()) for f in uploads], adapt=adapt)
+except ValueError as error:  # too few usable cells to adapt to
+    st.warning(f"{error} The cells are answered without adapting.")
+    answers = classifier.predict([(f.name, f.getvalue()) for f in uploads])
+if adapt:
+    st.caption(f"Adapted to this batch of {len(uploads)} pictures without labels.")
 for answer in (a for a in answers if a.error):
     st.warning(f"**{answer.file}**: {answer.error}")
 good = [(a, f) for a, f in zip(answers, uploads, strict=True) if not a.error]

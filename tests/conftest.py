@@ -1,4 +1,5 @@
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,12 @@ def artifacts(tmp_path, monkeypatch):
     monkeypatch.setenv("BLOODCELL_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("BLOODCELL_CACHE", str(tmp_path / "cache"))
     return tmp_path / "artifacts"
+
+
+@pytest.fixture
+def env(artifacts):
+    """The environment of a command run in a subprocess, with the private artifacts folder."""
+    return {**os.environ}
 
 
 def cell_image(class_index: int, size: int = 96, seed: int = 0) -> Image.Image:

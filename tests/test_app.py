@@ -41,6 +41,23 @@ def test_classify_batch_with_an_unusable_file(served_model):
     assert len(app.dataframe[0].value) == 5
 
 
+def test_classify_a_labs_batch_adapted_to_it(served_model):
+    app = open_page("pages/classify.py")
+    files = [(f"cell{i}.png", encode(cell_image(i, size=48, seed=i)), "image/png") for i in range(24)]
+    app.file_uploader[0].set_value(files[:5])
+    app.run()
+    assert app.toggle[0].disabled  # too few cells to stand for a laboratory
+    app.file_uploader[0].set_value(files)
+    app.run()
+    plain = [row["confidence"] for row in app.dataframe[0].value.to_dict("records")]
+    app.toggle[0].set_value(True)
+    app.run()
+    assert not app.exception
+    assert any("Adapted to this batch of 24 pictures" in c.value for c in app.caption)
+    adapted = [row["confidence"] for row in app.dataframe[0].value.to_dict("records")]
+    assert len(adapted) == 24 and adapted != plain
+
+
 def test_classify_without_models_says_so(artifacts):
     import streamlit as st
 

@@ -1,5 +1,4 @@
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,11 +18,6 @@ def bloodcell(*args, env=None):
         env=env,
         timeout=600,
     )
-
-
-@pytest.fixture
-def env(artifacts):
-    return {**os.environ}
 
 
 def test_train_evaluate_predict_end_to_end(tiny_dataset, env, artifacts, tmp_path):
