@@ -15,7 +15,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 from sklearn.metrics import f1_score
 
-from bloodcell import datasets, images, runs, trust
+from bloodcell import datasets, images, noncells, runs, trust
 from bloodcell.predictor import MIN_LAB_CELLS, Classifier
 
 MIN_PER_CLASS = 5
@@ -217,17 +217,23 @@ def crosslab(
 ) -> dict:
     """Scores of `classifier` on labelled folders of other laboratories: zero-shot, adapted
     without labels (to all of a folder's cells), and adapted with `shots` labelled cells per
-    class, which are then taken out of the scored cells (a class keeps at least one to score)."""
+    class, which are then taken out of the scored cells (a class keeps at least one to score).
+    Each setting also says which share of generated non-cell pictures its model still flags."""
+    pictures = [p for kind in noncells.non_cells(seed).values() for p in kind]
+
+    def scored(model: Classifier, cells: LabCells) -> dict:
+        return scores(model, cells) | {"non_cells_flagged": float(np.mean(noncells.flagged(model, pictures)))}
+
     result = {"model": classifier.run.id, "sets": {}}
     for folder in folders:
         lab = read_lab(folder, classifier)
-        row = {"zero_shot": scores(classifier, lab)}
+        row = {"zero_shot": scored(classifier, lab)}
         if len(lab.x) >= MIN_LAB_CELLS:
-            row["label_free"] = scores(classifier.adapted(lab.x), lab)
+            row["label_free"] = scored(classifier.adapted(lab.x), lab)
         for k in shots:
             labelled, rest = _take_shots(lab.labels, k, seed)
             adapted, _ = fine_tuned(classifier, lab.x[labelled], lab.labels[labelled], lab.x[rest])
-            row[f"{k}_labelled"] = scores(adapted, lab.subset(rest)) | {
+            row[f"{k}_labelled"] = scored(adapted, lab.subset(rest)) | {
                 "labelled": {
                     classifier.classes[c]: int((lab.labels[labelled] == c).sum())
                     for c in np.unique(lab.labels)
@@ -252,15 +258,57 @@ def table(result: dict) -> str:
     """The cross-lab scores as a Markdown table, one row per set and setting."""
     head = (
         "| set | setting | cells | accuracy | balanced acc. | macro-F1 | confident | review "
-        "| unfamiliar | refused | error among confident |"
+        "| unfamiliar | refused | error among confident | non-cells flagged |"
     )
-    rows = [head, "|" + "---|" * 11]
+    rows = [head, "|" + "---|" * 12]
     for name, settings in result["sets"].items():
         for setting, s in settings.items():
             error = "-" if s["error_among_confident"] is None else f"{s['error_among_confident']:.1%}"
             rows.append(
                 f"| {name} | {setting.replace('_', ' ')} | {s['n']} | {s['accuracy']:.1%} | "
                 f"{s['balanced_accuracy']:.1%} | {s['macro_f1']:.1%} | {s['confident']:.1%} | "
-                f"{s['review']:.1%} | {s['unfamiliar']:.1%} | {s['refused']:.1%} | {error} |"
+                f"{s['review']:.1%} | {s['unfamiliar']:.1%} | {s['refused']:.1%} | {error} | "
+                f"{s['non_cells_flagged']:.1%} |"
             )
     return "\n".join(rows)
+
+
+def comparison(compared: list[runs.Run]) -> str:
+    """A Markdown table of runs side by side from their stored cross-lab records: the PBC test
+    accuracy, then per set the balanced accuracy zero-shot, adapted without labels and with
+    the fewest labelled cells measured, and the share of cells answered `unfamiliar` zero-shot."""
+    records = {run.id: run.read_json("crosslab.json") for run in compared}
+    missing = [run_id for run_id, record in records.items() if record is None]
+    if missing:
+        raise ValueError(
+            f"Run(s) {', '.join(missing)} have no cross-lab record; "
+            "run `python -m bloodcell crosslab DIR... --model RUN` first."
+        )
+    sets = list(dict.fromkeys(name for record in records.values() for name in record["sets"]))
+    head = ["run", "framing", "stain augment", "PBC test accuracy"]
+    for name in sets:
+        head += [f"{name}: zero-shot", "label-free", "few labels", "unfamiliar (zero-shot)"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in compared:
+        config, sets_of_run = run.record.get("config", {}), records[run.id]["sets"]
+        cells = [
+            run.id,
+            "yes" if run.record.get("framing") else "no",
+            "yes" if config.get("stain_augment") else "no",
+            f"{run.metrics['accuracy']:.2%}" if run.metrics else "-",
+        ]
+        for name in sets:
+            settings = sets_of_run.get(name, {})
+            few = next((v for k, v in settings.items() if k.endswith("_labelled")), None)
+            cells += [
+                _share(settings.get("zero_shot"), "balanced_accuracy"),
+                _share(settings.get("label_free"), "balanced_accuracy"),
+                _share(few, "balanced_accuracy"),
+                _share(settings.get("zero_shot"), "unfamiliar"),
+            ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _share(scores: dict | None, key: str) -> str:
+    return "-" if scores is None else f"{scores[key]:.1%}"

@@ -162,12 +162,18 @@ def _parser() -> argparse.ArgumentParser:
     crosslab = sub.add_parser(
         "crosslab", help="score a model on other laboratories' labelled folders, before and after adapting"
     )
-    crosslab.add_argument("folders", nargs="+", metavar="DIR", help="one sub-folder per class each")
+    crosslab.add_argument("folders", nargs="*", metavar="DIR", help="one sub-folder per class each")
     crosslab.add_argument("--model", help="run id or run directory (default: the default model)")
     crosslab.add_argument(
         "--shots", type=int, nargs="*", default=[5, 20], help="labelled cells per class to adapt with"
     )
     crosslab.add_argument("--out", help="also write the JSON here")
+    crosslab.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN",
+        help="instead: a table of these runs side by side from their stored cross-lab records",
+    )
     crosslab.set_defaults(command=_crosslab)
 
     sub.add_parser("archs", help="list the architectures").set_defaults(command=_archs)
@@ -361,7 +367,14 @@ def _crosslab(args) -> int:
     from bloodcell import adaptation
     from bloodcell.predictor import Classifier
 
-    result = adaptation.crosslab(Classifier.load(args.model), args.folders, tuple(args.shots))
+    if args.compare:
+        print(adaptation.comparison([runs.resolve(ref) for ref in args.compare]))
+        return 0
+    if not args.folders:
+        raise ValueError("Name at least one labelled folder (or --compare RUN...).")
+    classifier = Classifier.load(args.model)
+    result = adaptation.crosslab(classifier, args.folders, tuple(args.shots))
+    classifier.run.write_json("crosslab.json", result)
     print(adaptation.table(result))
     if args.out:
         from bloodcell import storage

@@ -105,6 +105,10 @@ class Run:
     def write_json(self, name: str, value) -> None:
         storage.write_json(self.path / name, value)
 
+    def read_json(self, name: str):
+        """A JSON record of this run by file name, or None where it was not written."""
+        return _read_optional(self.path / name)
+
     def write_history(self, history: dict[str, list[float]]) -> None:
         keys = list(history)
         buffer = io.StringIO()

@@ -129,3 +129,16 @@ def test_crosslab_command_scores_each_set_in_each_setting(served_model, tmp_path
     assert result["sets"]["lab_a"]["5_labelled"]["n"] == 14
     assert result["sets"]["lab_b"]["5_labelled"]["labelled"] == {"basophil": 3, "lymphocyte": 5}
     assert "| lab_a | label free | 24 |" in done.stdout
+    # this model has no familiarity model and does not frame: it flags and refuses no non-cell
+    assert result["sets"]["lab_a"]["label_free"]["non_cells_flagged"] == 0.0
+    assert served_model.read_json("crosslab.json") == result  # kept with the run
+    compared = bloodcell("crosslab", "--compare", served_model.id, env=env)
+    assert compared.returncode == 0, compared.stderr
+    row = next(line for line in compared.stdout.splitlines() if line.startswith(f"| {served_model.id}"))
+    zero_shot = result["sets"]["lab_a"]["zero_shot"]["balanced_accuracy"]
+    assert f"| {zero_shot:.1%} |" in row
+
+
+def test_crosslab_compare_says_which_run_was_never_measured(served_model, env):
+    done = bloodcell("crosslab", "--compare", served_model.id, env=env)
+    assert done.returncode == 2 and "no cross-lab record" in done.stderr
