@@ -1,7 +1,7 @@
 """Finding the cell of interest in any picture and framing it the way the model learnt to see it.
 
 Romanowsky-type stains (May-Grünwald-Giemsa, Wright, Giemsa) colour nuclei and platelets
-purple: blue well above green. That purple-ness, thresholded per picture (Otsu), marks the
+purple: red and blue both well above green. That purple-ness, thresholded per picture (Otsu), marks the
 stained objects; the one nearest the centre (its lobes and granules grouped with it) is the cell
 of interest, and platelets win only where no nucleus is stained more strongly. The frame is a
 square around it whose side is a fixed multiple of the object's size, so a tight crop, a loose
@@ -23,11 +23,13 @@ WORK_SIDE = 128
 FRAME_FACTOR = 2.2
 # Background of the PBC pictures, the 95th percentile of each channel (median over the pool).
 BACKGROUND = (255.0, 230.0, 204.0)
-# Purple-ness (blue minus green over brightness) that only a stained object reaches; a picture
-# whose strongest pixels stay under it shows no cell (PBC platelets reach 0.4 or more).
+# Purple-ness (see `stain`) that only a stained object reaches; a picture whose strongest
+# pixels stay under it shows no cell.
 MIN_STAIN = 0.15
+# One object over this share of the picture is red cells and nuclei run together, not a cell.
+MAX_SHARE = 0.4
 MIN_AREA = 12  # work pixels: smaller specks are dust or noise, not a cell
-VERSION = 1  # bump when framing changes: cached inputs and trained models depend on it
+VERSION = 2  # bump when framing changes: cached inputs and trained models depend on it
 
 
 @dataclass(frozen=True)
@@ -40,27 +42,29 @@ class Cell:
 
 
 def stain(rgb: np.ndarray) -> np.ndarray:
-    """Purple-ness of each pixel: (blue - green) / brightness, about 1 on a stained nucleus,
-    0 or below on red cells and background."""
+    """Purple-ness of each pixel: how far both red and blue exceed green, over the brightness.
+    About 0.5 to 1 on a stained nucleus; near 0 on red cells, whether pink or (in some labs'
+    pictures) blue-grey, and below 0 on a white or yellowish background."""
     x = rgb.astype(np.float32)
-    return 3.0 * (x[..., 2] - x[..., 1]) / (x.sum(axis=-1) + 1.0)
+    return 3.0 * (np.minimum(x[..., 0], x[..., 2]) - x[..., 1]) / (x.sum(axis=-1) + 1.0)
 
 
 def find(rgb: np.ndarray) -> Cell | None:
     """The cell of interest in an RGB picture, or None where no stained object is found."""
-    height, width = rgb.shape[:2]
-    scale = WORK_SIDE / max(height, width)
-    small = np.asarray(
-        Image.fromarray(rgb).resize(
-            (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR
-        )
-    )
+    small, scale = _work_copy(rgb)
     purple = ndimage.gaussian_filter(stain(small), 1.0)
     if np.percentile(purple, 99.5) < MIN_STAIN:
         return None
-    mask = purple > max(threshold_otsu(purple), MIN_STAIN)
-    # lobes of one nucleus and the granules around it are grouped; each group is one object
-    groups, count = ndimage.label(ndimage.binary_dilation(mask, iterations=3))
+    threshold = max(threshold_otsu(purple), MIN_STAIN)
+    for _ in range(2):
+        # lobes of one nucleus and the granules around it are grouped; each group is one object
+        mask = purple > threshold
+        groups, count = ndimage.label(ndimage.binary_dilation(mask, iterations=3))
+        if count == 0 or np.bincount(groups.ravel())[1:].max() < MAX_SHARE * groups.size:
+            break
+        # red cells stained nearly as strongly as nuclei (blue-grey or violet in some labs)
+        # fell on the stained side: split the stained pixels again
+        threshold = threshold_otsu(purple[mask])
     labels = np.where(mask, groups, 0)
     areas = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
     if count == 0 or areas.max() < MIN_AREA:
@@ -73,6 +77,13 @@ def find(rgb: np.ndarray) -> Cell | None:
     rows, cols = ndimage.find_objects(labels)[chosen - 1]
     box = (cols.start / scale, rows.start / scale, cols.stop / scale, rows.stop / scale)
     return Cell(tuple(round(v) for v in box), _frame(box))
+
+
+def _work_copy(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """Every n-th pixel of every n-th row, about `WORK_SIDE` on the longer side, and its scale:
+    a view, no filtering (the stain map is smoothed afterwards)."""
+    step = max(1, round(max(rgb.shape[:2]) / WORK_SIDE))
+    return rgb[::step, ::step], 1 / step
 
 
 def _frame(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
@@ -99,9 +110,8 @@ def crop(rgb: np.ndarray, frame: tuple[int, int, int, int], size: int) -> np.nda
 
 
 def _background(rgb: np.ndarray) -> np.ndarray:
-    """The picture's background colour: each channel's 95th percentile (of at most 20,000 pixels)."""
-    flat = rgb.reshape(-1, 3)
-    return np.percentile(flat[:: max(1, len(flat) // 20_000)], 95, axis=0).astype(np.float32)
+    """The picture's background colour: each channel's 95th percentile (over the work copy)."""
+    return np.percentile(_work_copy(rgb)[0].reshape(-1, 3), 95, axis=0).astype(np.float32)
 
 
 def white_balance(rgb: np.ndarray, picture: np.ndarray | None = None) -> np.ndarray:

@@ -12,6 +12,7 @@ def test_serving_benchmark_reports_every_figure(served_model):
     assert result["one_image_from_bytes"]["median_ms"] > 0 and result["heat_map"]["p95_ms"] > 0
     assert result["one_image_model_only"]["median_ms"] <= result["one_image_from_bytes"]["p95_ms"]
     assert result["batch_images_per_second"] > 0 and result["load_seconds"] > 0
+    assert set(result["finder"]) == {"framed", "resized"} and result["framing"] is False
 
 
 def test_flops_count_convolutions_and_dense_layers_by_hand():
