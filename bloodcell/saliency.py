@@ -52,10 +52,10 @@ class GradCam:
 
 def place(heat: np.ndarray, frame: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
     """A heat map of the square `frame` (x0, y0, x1, y1, which may reach past the picture) laid
-    on a picture of `shape` (height, width): zero outside the frame."""
+    on a picture of `shape` (height, width): NaN, no heat at all, outside the frame."""
     x0, y0, x1, y1 = frame
     resized = tf.image.resize(heat[..., None], (y1 - y0, x1 - x0), method="bilinear")[..., 0].numpy()
-    placed = np.zeros(shape, np.float32)
+    placed = np.full(shape, np.nan, np.float32)
     top, left = max(0, y0), max(0, x0)
     bottom, right = min(shape[0], y1), min(shape[1], x1)
     if bottom > top and right > left:
@@ -64,12 +64,14 @@ def place(heat: np.ndarray, frame: tuple[int, int, int, int], shape: tuple[int, 
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The heat map coloured and blended over the RGB image (uint8)."""
+    """The heat map coloured and blended over the RGB image (uint8); where the heat is NaN (the
+    model did not see that part) the image shows as it is."""
     if heat.shape != image.shape[:2]:
         heat = tf.image.resize(heat[..., None], image.shape[:2])[..., 0].numpy()
-    position = heat * (len(_ANCHORS) - 1)
+    seen = ~np.isnan(heat)[..., None]
+    position = np.nan_to_num(heat) * (len(_ANCHORS) - 1)
     low = np.floor(position).astype(int).clip(0, len(_ANCHORS) - 2)
     t = (position - low)[..., None]
     colours = _ANCHORS[low] * (1 - t) + _ANCHORS[low + 1] * t
-    blended = image.astype(float) * (1 - alpha) + colours * alpha
+    blended = np.where(seen, image.astype(float) * (1 - alpha) + colours * alpha, image)
     return blended.clip(0, 255).astype(np.uint8)

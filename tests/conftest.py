@@ -79,8 +79,7 @@ def tiny_dataset(tmp_path) -> Path:
     return root
 
 
-@pytest.fixture
-def served_model(artifacts):
+def _serve(**record):
     """An untrained 32 px model stored as a finished default run in the private artifacts."""
     import streamlit as st
 
@@ -94,6 +93,7 @@ def served_model(artifacts):
             "classes": list(CLASSES),
             "image_size": 32,
             "split": {"train": 1, "val": 1, "test": 1},
+            **record,
         },
     )
     run.save_model(archs.build("cnn", len(CLASSES), input_size=32))
@@ -101,6 +101,20 @@ def served_model(artifacts):
     runs.set_default(run.id)
     st.cache_resource.clear()
     return run
+
+
+@pytest.fixture
+def served_model(artifacts):
+    """An untrained 32 px model of whole pictures, the default run in the private artifacts."""
+    return _serve()
+
+
+@pytest.fixture
+def framed_model(artifacts):
+    """An untrained 32 px model that frames the cell it finds (bloodcell.finder), the default run."""
+    from bloodcell import finder
+
+    return _serve(framing=finder.VERSION)
 
 
 def awkward_inputs() -> dict[str, tuple[bytes, str | None]]:

@@ -38,3 +38,25 @@ def test_bfloat16_serving_computes_in_bfloat16_and_agrees_with_float32(served_mo
     np.testing.assert_allclose(p_fast.sum(axis=1), 1.0, atol=1e-5)
     assert np.abs(p_fast - p_exact).max() <= 0.02
     assert not np.array_equal(p_fast, p_exact)  # it really computed in 16 bits
+
+
+def test_a_framing_model_answers_the_cell_it_finds_and_says_when_there_is_none(framed_model):
+    from PIL import Image
+
+    from tests.conftest import encode
+    from tests.test_finder import BEIGE, smear
+
+    classifier = Classifier.load()
+    cell = smear(size=300, nucleus=(90, 200), radius=30)
+    answers = classifier.predict(
+        [
+            ("cell.png", encode(Image.fromarray(cell))),
+            ("empty-field.png", encode(Image.new("RGB", (300, 300), BEIGE))),
+        ]
+    )
+    assert answers[0].error is None and answers[0].label in classifier.classes
+    assert "No stained cell could be found" in answers[1].error or "blank" in answers[1].error
+    # the answer is the framed cell's: the same cell cut loosely or tightly gets the same input
+    tight = cell[150:250, 40:140]
+    loose, framed = (classifier.inputs(encode(Image.fromarray(c))).astype(float) for c in (cell, tight))
+    assert np.abs(loose - framed).mean() < 12

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+from PIL import Image
 
-from bloodcell import archs, saliency
+from bloodcell import archs, finder, saliency
 
 
 @pytest.mark.parametrize(("name", "size"), [("cnn", 32), ("unet", 32), ("mobilenetv2", 32)])
@@ -44,3 +45,31 @@ def test_heat_map_of_a_cropping_model_lies_within_its_crop():
     outside = np.ones((64, 64), bool)
     outside[16:48, 16:48] = False
     assert not any(heat[outside].any() for heat in heats)
+
+
+def test_a_heat_map_of_a_frame_lies_on_the_frame_in_the_picture():
+    heat = np.ones((8, 8), np.float32)
+    placed = saliency.place(heat, (-10, 20, 30, 60), (50, 40))  # reaches past the left and bottom
+    assert placed.shape == (50, 40)
+    assert placed[20:50, 0:30].min() > 0.99
+    assert np.isnan(placed[:20]).all() and np.isnan(placed[:, 30:]).all()
+
+
+def test_a_framing_model_draws_its_heat_map_on_the_original_picture(framed_model):
+    from bloodcell.predictor import Classifier
+    from tests.conftest import encode
+    from tests.test_finder import smear
+
+    picture = smear(size=300, nucleus=(90, 200), radius=30)
+    classifier = Classifier.load()
+    assert classifier.framing
+    heats = [
+        classifier.heat_map(encode(Image.fromarray(picture)), c, display=300) for c in classifier.classes
+    ]
+    assert all(h.shape == picture.shape for h in heats)
+    x0, y0, x1, y1 = finder.find(picture).frame
+    outside = np.ones(picture.shape[:2], bool)
+    outside[max(0, y0) : y1, max(0, x0) : x1] = False
+    # outside the frame the picture is shown as it is; inside, some class's heat colours it
+    assert all(np.array_equal(h[outside], picture[outside]) for h in heats)
+    assert any(not np.array_equal(h[~outside], picture[~outside]) for h in heats)
