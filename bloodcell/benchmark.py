@@ -158,9 +158,6 @@ def _training(record: dict, flop: int, peak: float) -> dict:
     }
 
 
-README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
-
-
 def markdown(result: dict) -> str:
     """The README table of `models()`."""
 
@@ -204,14 +201,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: str | Path, table: str) -> None:
-    """Replace the text between the benchmark markers of the README at `path`."""
+def update_readme(path: str | Path, table: str, section: str = "benchmark") -> None:
+    """Replace the text between the `<!-- section:start -->` and `<!-- section:end -->` markers
+    of the Markdown file at `path`."""
     path = Path(path)
     text = path.read_text()
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise ValueError(f"{path} has no {README_START} ... {README_END} section to update.")
-    text = pattern.sub(lambda _: f"{README_START}\n{table}\n{README_END}", text)
+        raise ValueError(f"{path} has no {start} ... {end} section to update.")
+    text = pattern.sub(lambda _: f"{start}\n{table}\n{end}", text)
     storage.write_bytes(path, text.encode())
 
 

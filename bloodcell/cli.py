@@ -174,6 +174,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="instead: a table of these runs side by side from their stored cross-lab records",
     )
+    crosslab.add_argument(
+        "--readme", help="with --compare: update the table between the crosslab markers of this file"
+    )
     crosslab.set_defaults(command=_crosslab)
 
     sub.add_parser("archs", help="list the architectures").set_defaults(command=_archs)
@@ -368,7 +371,12 @@ def _crosslab(args) -> int:
     from bloodcell.predictor import Classifier
 
     if args.compare:
-        print(adaptation.comparison([runs.resolve(ref) for ref in args.compare]))
+        table = adaptation.comparison([runs.resolve(ref) for ref in args.compare])
+        print(table)
+        if args.readme:
+            from bloodcell import benchmark
+
+            benchmark.update_readme(args.readme, table, section="crosslab")
         return 0
     if not args.folders:
         raise ValueError("Name at least one labelled folder (or --compare RUN...).")

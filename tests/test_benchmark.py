@@ -55,7 +55,7 @@ def test_models_table_goes_into_the_readme(served_model, tmp_path):
     assert row["training"]["images_per_second"] == pytest.approx(2 * 1 / 60.0)
     assert row["training"]["share_of_peak"] is None  # trained on another kind of machine
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{benchmark.README_START}\nold\n{benchmark.README_END}\nafter\n")
+    readme.write_text("# x\n<!-- benchmark:start -->\nold\n<!-- benchmark:end -->\nafter\n")
     benchmark.update_readme(readme, benchmark.markdown(result))
     text = readme.read_text()
     assert "old" not in text and served_model.id in text and text.endswith("after\n")
