@@ -1,7 +1,7 @@
 """Finding the cell of interest in any picture and framing it the way the model learnt to see it.
 
 Romanowsky-type stains (May-Grünwald-Giemsa, Wright, Giemsa) colour nuclei and platelets
-purple: red and blue both well above green. That purple-ness, thresholded per picture (Otsu), marks the
+purple or blue: blue well above green. That purple-ness, thresholded per picture (Otsu), marks the
 stained objects; the one nearest the centre (its lobes and granules grouped with it) is the cell
 of interest, and platelets win only where no nucleus is stained more strongly. The frame is a
 square around it whose side is a fixed multiple of the object's size, so a tight crop, a loose
@@ -42,11 +42,12 @@ class Cell:
 
 
 def stain(rgb: np.ndarray) -> np.ndarray:
-    """Purple-ness of each pixel: how far both red and blue exceed green, over the brightness.
-    About 0.5 to 1 on a stained nucleus; near 0 on red cells, whether pink or (in some labs'
-    pictures) blue-grey, and below 0 on a white or yellowish background."""
+    """Purple-ness of each pixel: blue minus green over the brightness. About 0.5 to 1.5 on a
+    stained nucleus, whether violet or blue; near 0 on pink red cells (up to 0.3 on the blue-grey
+    red cells of some labs' pictures: see the second threshold in `find`) and below 0 on a
+    white or yellowish background."""
     x = rgb.astype(np.float32)
-    return 3.0 * (np.minimum(x[..., 0], x[..., 2]) - x[..., 1]) / (x.sum(axis=-1) + 1.0)
+    return 3.0 * (x[..., 2] - x[..., 1]) / (x.sum(axis=-1) + 1.0)
 
 
 def find(rgb: np.ndarray) -> Cell | None:
