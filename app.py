@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from bloodcell import ui
+
 st.set_page_config(page_title="bloodcell", page_icon=":material/biotech:", layout="wide")
 
 navigation = st.navigation(
@@ -16,4 +18,5 @@ navigation = st.navigation(
         "About": [st.Page("pages/about.py", title="About", icon=":material/info:")],
     }
 )
+st.session_state[ui.ROUTED] = True  # see ui.inside_navigation
 navigation.run()

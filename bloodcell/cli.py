@@ -1,17 +1,23 @@
 """The command line of DESIGN.md: `python -m bloodcell <command>`.
 
-Exit status 0 on success, 2 on bad input (an unusable image, a missing folder, an unknown run).
+Exit status 0 on success, 2 on bad input (an unusable image, a missing folder, an unknown run,
+a run with a missing or damaged file), always with a sentence, never a traceback.
 """
 
 import argparse
 import dataclasses
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from bloodcell import archs, datasets, runs
+from bloodcell import archs, datasets, results, runs, tested
+
+# What a damaged file of a run raises where a command reads it: a truncated JSON file or zip
+# archive (.npz, .keras), an entry missing from run.json.
+DAMAGED_FILE = (KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError)
 
 BFLOAT16_HELP = "compute in bfloat16 (weights stay float32): faster on CPUs with native bfloat16"
 
@@ -21,9 +27,47 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.command(args)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (*DAMAGED_FILE, ValueError, OSError) as error:
+        damage = _damage(args, error) if isinstance(error, DAMAGED_FILE) else None
+        if damage is None and not isinstance(error, ValueError | OSError):
+            raise  # no damaged file explains it: a bug, whose traceback is wanted
+        print(f"error: {damage or error}", file=sys.stderr)
         return 2
+
+
+def _damage(args, error: Exception) -> str | None:
+    """What the runs this command names lack, in sentences, where a damaged file of theirs (or
+    an entry missing from their run.json) explains `error`; None where none does."""
+    notes = []
+    for run in _named_runs(args):
+        stored = results.read(run)
+        lacks = stored.damaged
+        if not lacks and isinstance(error, KeyError) and error.args and error.args[0] not in stored.record:
+            lacks = [results.Lack(f"its '{error.args[0]}' entry", "run.json", results.NONE)]
+        notes.append(results.sentence(run, lacks))
+    if not any(notes):
+        return None
+    return " ".join(n for n in notes if n) + " Train it again, or name another run."
+
+
+def _named_runs(args) -> list[runs.Run]:
+    """The stored runs a command works on: its --model (the default run without one), its RUN
+    arguments; those that cannot be found are left out."""
+    if hasattr(args, "runs"):
+        refs = args.runs
+    elif hasattr(args, "run"):
+        refs = [args.run]
+    elif hasattr(args, "model"):
+        refs = args.model if isinstance(args.model, list) else [args.model]
+    else:
+        return []
+    found = []
+    for ref in refs:
+        try:
+            found.append(runs.resolve(ref))
+        except runs.RunError:
+            continue
+    return found
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -204,7 +248,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(command=_benchmark)
 
     robust = sub.add_parser("robustness", help="statuses on damaged test cells of a model's split (JSON)")
-    robust.add_argument("--data", required=True, help="the folder the model's split was drawn from")
+    robust.add_argument(
+        "--data", required=True, help="a folder holding the images the model was tested on (by file name)"
+    )
     robust.add_argument("--model", help="run id or run directory (default: the default model)")
     robust.add_argument("--cells", type=int, default=200, help="test cells to damage (default: 200)")
     robust.add_argument("--out", help="also write the JSON here")
@@ -241,11 +287,12 @@ def _config_class():
 
 
 def _train(args) -> int:
-    from bloodcell import training
+    from bloodcell import jobs, training
 
     fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
     config = training.TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    run = training.train(config, log=lambda line: print(line, flush=True))
+    with jobs.exclusive(config):
+        run = training.train(config, log=lambda line: print(line, flush=True))
     if run is None:
         print("this worker is done; the chief worker keeps the run")
     elif args.set_default:
@@ -255,9 +302,10 @@ def _train(args) -> int:
 
 
 def _resume(args) -> int:
-    from bloodcell import training
+    from bloodcell import jobs, training
 
-    training.resume(args.run, log=lambda line: print(line, flush=True))
+    with jobs.exclusive():
+        training.resume(args.run, log=lambda line: print(line, flush=True))
     return 0
 
 
@@ -296,23 +344,8 @@ def _evaluate(args) -> int:
     return _report(result, args.out)
 
 
-def _tested_images(dataset: datasets.Dataset, run: runs.Run, *others: runs.Run) -> datasets.Dataset:
-    """The images of `dataset` that `run` (and every one of `others`) was tested on, matched by
-    path without extension."""
-    tested = set(map(datasets.name_key, run.predictions()["files"]))
-    for other in others:
-        if set(map(datasets.name_key, other.predictions()["files"])) != tested:
-            raise ValueError(
-                f"Runs {run.id} and {other.id} were tested on different images; "
-                "an ensemble is scored only on a test split its models share."
-            )
-    keys = [datasets.name_key(f.relative_to(dataset.root)) for f in dataset.files]
-    keep = [i for i, key in enumerate(keys) if key in tested]
-    if len(keep) != len(tested):
-        raise ValueError(
-            f"{dataset.root} holds {len(keep)} of the {len(tested)} images run {run.id} was tested on."
-        )
-    return dataset.subset(keep)
+# `_evaluate --test-split` asks this; the answer is the one every command shares.
+_tested_images = tested.images
 
 
 def _report(result: dict, out: str | None) -> int:
@@ -402,12 +435,18 @@ def _runs(args) -> int:
         default = runs.default_id()
     except runs.RunError:
         default = None
-    for run in runs.all_runs():
-        metrics = run.metrics or {}
-        record = run.record
+    stored_runs = runs.all_runs()
+    if not stored_runs:
+        print(f"No runs are stored in {runs.runs_dir()}.", file=sys.stderr)
+    for run in stored_runs:
+        stored = results.summary(run)
+        if stored.damaged:
+            print(f"skipped: {stored.note}", file=sys.stderr)
+            continue
+        metrics, record = stored.metrics, stored.record
         accuracy = f"{metrics['accuracy']:.4f}" if "accuracy" in metrics else "-"
         mark = "*" if run.id == default else " "
-        print(f"{mark} {run.id:<40} {record.get('arch', '?'):<12} {run.status:<12} accuracy {accuracy}")
+        print(f"{mark} {run.id:<40} {record.get('arch', '?'):<12} {stored.status:<12} accuracy {accuracy}")
     return 0
 
 
@@ -436,15 +475,11 @@ def _robustness(args) -> int:
 
 
 def _table(args) -> int:
-    from bloodcell import results
-
-    print(results.markdown(args.match))
+    print(results.markdown(args.match, skipped=lambda note: print(f"skipped: {note}", file=sys.stderr)))
     return 0
 
 
 def _misses(args) -> int:
-    from bloodcell import results
-
     found = results.misses([runs.resolve(ref) for ref in args.runs])
     print(
         f"{found['n']} test images: {found['missed_by_any']} missed by at least one run, "

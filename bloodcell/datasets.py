@@ -1,7 +1,11 @@
 """Dataset discovery, audit, duplicate-aware stratified splits and the decoded-array cache."""
 
+import contextlib
 import hashlib
 import os
+import shutil
+import tempfile
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -180,18 +184,62 @@ def folds(dataset: Dataset, index: np.ndarray, k: int = 5, seed: int = 0):
         yield index[train], index[held]
 
 
+# The decoded-array cache keeps its most recently used files within this many bytes (the PBC
+# pool is 0.23 GB at 80 px, 3.2 GB at 299 px); a dataset larger than that is decoded in memory
+# each time. Images are decoded a chunk at a time, straight into the cache file.
+CACHE_BYTES = 8 * 2**30
+DECODE_CHUNK = 256
+
+
 def load_arrays(
     dataset: Dataset, size: int, cache: bool = True, framing: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decoded uint8 model inputs (N, size, size, 3; see `images.prepare`) and a mask of the
     readable ones.
 
-    Arrays are cached on disk by content, so a second run decodes nothing again.
-    """
-    path = storage.cache_dir() / f"arrays-{dataset.fingerprint}-{size}{_FRAMED[framing]}.npz"
-    if cache and path.exists():
-        with np.load(path) as stored:
-            return stored["x"], stored["ok"]
+    Arrays are cached on disk by content (the most recently used within CACHE_BYTES), so a
+    second run decodes nothing again; a cached array is memory-mapped, read-only."""
+    folder = storage.cache_dir()
+    name = f"{dataset.fingerprint}-{size}{_FRAMED[framing]}"
+    path, readable_path = folder / f"arrays-{name}.npy", folder / f"readable-{name}.npz"
+    if cache and path.exists() and readable_path.exists():
+        _touch(path)
+        with np.load(readable_path) as stored:
+            return np.load(path, mmap_mode="r"), stored["ok"]
+    shape = (len(dataset), size, size, 3)
+    nbytes = int(np.prod(shape))
+    if not cache or nbytes > CACHE_BYTES:
+        x = np.empty(shape, np.uint8)
+        return x, _decode_into(x, dataset.files, framing)
+    _evict(folder, CACHE_BYTES - nbytes)
+    free = shutil.disk_usage(folder).free
+    if nbytes > free:
+        raise DatasetError(
+            f"Decoding {len(dataset)} images at {size} px needs {nbytes / 2**30:.1f} GB in the cache "
+            f"folder {folder}, which has {free / 2**30:.1f} GB free; free some space there, choose a "
+            "smaller image size, or read the images from their files (--stream)."
+        )
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".arrays-{name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        x = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        ok = _decode_into(x, dataset.files, framing)
+        x.flush()
+        del x
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())  # the header too: a power cut must not leave a renamed empty file
+        storage.write_npz(readable_path, ok=ok)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _touch(path)
+    return np.load(path, mmap_mode="r"), ok
+
+
+def _decode_into(x: np.ndarray, files: tuple[Path, ...], framing: bool) -> np.ndarray:
+    """Decode `files` into the rows of `x` (zeros where unusable), one chunk at a time, so that
+    besides `x` only one chunk of images is held; returns which were usable."""
+    size = x.shape[1]
 
     def decode(file: Path) -> np.ndarray | None:
         try:
@@ -199,13 +247,37 @@ def load_arrays(
         except images.UnusableImage:
             return None
 
-    decoded = _parallel(decode, dataset.files)
-    ok = np.array([a is not None for a in decoded])
-    blank = np.zeros((size, size, 3), np.uint8)
-    x = np.stack([blank if a is None else a for a in decoded]) if decoded else blank[:0]
-    if cache:
-        storage.write_npz(path, x=x, ok=ok)
-    return x, ok
+    ok = np.zeros(len(files), bool)
+    for start in range(0, len(files), DECODE_CHUNK):
+        for i, image in enumerate(_parallel(decode, files[start : start + DECODE_CHUNK]), start):
+            ok[i] = image is not None
+            x[i] = image if ok[i] else 0
+    return ok
+
+
+def _touch(path: Path) -> None:
+    """Mark a cache file as just used (eviction goes by modification time)."""
+    now = time.time_ns()
+    with contextlib.suppress(OSError):  # a read-only cache still serves
+        os.utime(path, ns=(now, now))
+
+
+def _evict(folder: Path, budget: int) -> None:
+    """Delete the least recently used decoded arrays beyond `budget` bytes, and what builds that
+    were killed left (temporary files untouched for an hour)."""
+    found = []
+    for path in folder.glob("arrays-*"):
+        with contextlib.suppress(FileNotFoundError):  # another process evicted it meanwhile
+            found.append((path.stat(), path))
+    kept = 0
+    for stat, path in sorted(found, key=lambda item: item[0].st_mtime_ns, reverse=True):
+        kept += stat.st_size
+        if kept > budget:
+            path.unlink(missing_ok=True)
+    for path in folder.glob(".arrays-*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - path.stat().st_mtime > 3600:
+                path.unlink()
 
 
 # cache names: framed inputs (bloodcell.finder) are other arrays than whole resized pictures

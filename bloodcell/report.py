@@ -7,6 +7,10 @@ from collections import Counter
 from bloodcell.classes import CLASSES, DISPLAY_NAMES, WHITE_CELLS
 from bloodcell.predictor import Prediction
 
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection): a file
+# named "=HYPERLINK(...)" must stay text, so such cells get a leading apostrophe.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
 
 def differential(answers: list[Prediction]) -> dict:
     """Per cent of white cells per class, erythroblasts per 100 white cells and platelets counted
@@ -27,17 +31,16 @@ def differential(answers: list[Prediction]) -> dict:
     }
 
 
-def cells_csv(answers: list[Prediction]) -> str:
-    """One row per file: class, confidence, status and every class probability, or the error."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "class", "confidence", "status", *CLASSES, "error"])
+def cells_csv(answers: list[Prediction], run_id: str) -> str:
+    """One row per file: class, confidence, status and every class probability, or the error,
+    and the model run that answered."""
+    rows = [["file", "class", "confidence", "status", *CLASSES, "error", "model run"]]
     for a in answers:
         if a.error:
-            writer.writerow([a.file, "", "", "unusable", *([""] * len(CLASSES)), a.error])
+            rows.append([a.file, "", "", "unusable", *([""] * len(CLASSES)), a.error, run_id])
         else:
             p = a.probabilities
-            writer.writerow(
+            rows.append(
                 [
                     a.file,
                     DISPLAY_NAMES[a.label],
@@ -45,28 +48,43 @@ def cells_csv(answers: list[Prediction]) -> str:
                     a.status,
                     *(f"{p.get(c, 0.0):.4f}" for c in CLASSES),
                     "",
+                    run_id,
                 ]
             )
-    return buffer.getvalue()
+    return _csv(rows)
 
 
-def differential_csv(report: dict) -> str:
-    """The differential count as a small CSV table."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["cell type", "count", "per cent of white cells"])
+def differential_csv(report: dict, run_id: str) -> str:
+    """The differential count as a small CSV table, ending with the model run that answered."""
+    rows = [["cell type", "count", "per cent of white cells"]]
     for c in WHITE_CELLS:
-        writer.writerow([DISPLAY_NAMES[c], report["white_counts"][c], f"{report['white_percent'][c]:.1f}"])
-    writer.writerow(["White cells counted", report["white_cells"], "100.0" if report["white_cells"] else ""])
+        rows.append([DISPLAY_NAMES[c], report["white_counts"][c], f"{report['white_percent'][c]:.1f}"])
+    rows.append(["White cells counted", report["white_cells"], "100.0" if report["white_cells"] else ""])
     per_100 = report["erythroblasts_per_100_white"]
-    writer.writerow(
+    rows.append(
         [
             "Erythroblasts (per 100 white cells)",
             report["erythroblasts"],
             "" if per_100 is None else f"{per_100:.1f}",
         ]
     )
-    writer.writerow(["Platelets (counted apart)", report["platelets"], ""])
-    writer.writerow(["Held for review", len(report["for_review"]), ""])
-    writer.writerow(["Unusable files", len(report["unusable"]), ""])
+    rows.append(["Platelets (counted apart)", report["platelets"], ""])
+    rows.append(["Held for review", len(report["for_review"]), ""])
+    rows.append(["Unusable files", len(report["unusable"]), ""])
+    rows.append(["Model run", run_id, ""])
+    return _csv(rows)
+
+
+def _text_cell(value: object) -> object:
+    """`value` as a spreadsheet shows it: text that would start a formula gets a leading apostrophe."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _csv(rows: list[list]) -> str:
+    buffer = io.StringIO()
+    # RFC 4180 line ends: the writer then quotes a carriage return inside a file name too
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerows([_text_cell(v) for v in row] for row in rows)
     return buffer.getvalue()

@@ -1,10 +1,10 @@
-"""How the statuses hold up on damaged cells: test images of a run's own split, blurred,
-with colour channels swapped, or cropped to a corner, answered like any upload."""
+"""How the statuses hold up on damaged cells: images a run was tested on (`bloodcell.tested`),
+blurred, with colour channels swapped, or cropped to a corner, answered like any upload."""
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from bloodcell import datasets, images
+from bloodcell import datasets, images, tested
 from bloodcell.predictor import Classifier
 
 DAMAGES = {
@@ -16,12 +16,11 @@ DAMAGES = {
 
 
 def damaged(data: str, model: str | None = None, n: int = 200, seed: int = 0) -> dict:
-    """Per damage: the share of `n` test cells (of the model's split of `data`) answered
+    """Per damage: the share of `n` cells the model was tested on (found in `data`) answered
     confident / review / unfamiliar, the accuracy, and the share confident yet wrong."""
     classifier = Classifier.load(model)
-    config = classifier.run.record["config"]
     dataset = datasets.discover(data)
-    test = datasets.split(dataset, config["test_fraction"], config["val_fraction"], config["seed"]).test
+    test = tested.index(dataset, classifier.run)
     chosen = np.random.default_rng(seed).choice(test, min(n, len(test)), replace=False)
     labels = np.array([classifier.classes.index(dataset.classes[y]) for y in dataset.labels[chosen]])
     originals = [images.read_image(dataset.files[i]) for i in chosen]

@@ -2,28 +2,40 @@
 
 artifacts/runs/<run_id>/ holds run.json, metrics.json, confusion.json, history.csv,
 predictions.npz and, where kept, model.keras with its sha256. artifacts/default names the run
-that serves predictions. Every file is written atomically; a run that is still marked
+that serves predictions. Every file is written atomically, and files that must change together
+(a rescored model and its calibration) switch at once (`Run.staged`); a run that is still marked
 `running` but whose process is gone is reported as `interrupted`.
 """
 
+import contextlib
 import csv
 import hashlib
 import io
+import json
 import os
 import re
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from bloodcell import storage
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+MAX_ID = 120
+RUN_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ID - 1}}}$")
 MODEL = "model.keras"
 CHECKPOINT = "checkpoint.keras"
+# A file written inside `Run.staged` waits under this prefix until the switch; run.json lists
+# under SWITCHING the staged files of a switch that is being moved into place.
+STAGED = ".staged-"
+SWITCHING = "switching"
+# What serving a run reads besides run.json, and the fields of run.json it reads.
+SERVING_FILES = (MODEL, "trust.npz", "calibration.json")
+SERVING_FIELDS = ("model_sha256", "temperature", "review_below", "familiar_below", "classes", "image_size")
+PROC = Path("/proc")
 
 
 class RunError(ValueError):
@@ -47,9 +59,16 @@ def check_run_id(run_id: str) -> str:
 
 
 @dataclass
+class _Staging:
+    files: set[str] = field(default_factory=set)
+    fields: dict = field(default_factory=dict)
+
+
+@dataclass
 class Run:
     id: str
     path: Path
+    _staging: _Staging | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def record(self) -> dict:
@@ -59,21 +78,92 @@ class Run:
             raise RunError(f"Run {self.id} has no readable run.json.") from error
 
     def update(self, **fields) -> dict:
+        if self._staging is not None:
+            self._staging.fields.update(fields)
+            return {**self.record, **self._staging.fields}
         record = {**self.record, **fields}
         storage.write_json(self.path / "run.json", record)
         return record
+
+    @contextlib.contextmanager
+    def staged(self):
+        """Stage every file and record field this run writes inside the block, then switch them
+        all at once with one write of run.json: an interruption leaves the run as it was or
+        wholly changed, never new weights beside an old calibration. Readers honour a switch
+        that was interrupted while its files were being moved into place; the next `staged`
+        finishes it."""
+        if self._staging is not None:
+            raise RuntimeError("Run.staged blocks cannot be nested.")
+        self._finish_switch()
+        staging = self._staging = _Staging()
+        try:
+            yield
+        except BaseException:
+            for name in staging.files:
+                self._staged(name).unlink(missing_ok=True)
+            raise
+        finally:
+            self._staging = None
+        if not (staging.files or staging.fields):
+            return
+        record = {**self.record, **staging.fields, SWITCHING: sorted(staging.files)}
+        storage.write_json(self.path / "run.json", record)
+        self._finish_switch()
+
+    def _finish_switch(self) -> None:
+        """Move the staged files of a committed switch into place, and delete those of a switch
+        that was never committed."""
+        record = self.record
+        for name in record.get(SWITCHING, []):
+            if self._staged(name).exists():
+                os.replace(self._staged(name), self.path / name)
+        for leftover in self.path.glob(f"{STAGED}*"):
+            leftover.unlink(missing_ok=True)
+        if SWITCHING in record:
+            storage.write_json(self.path / "run.json", {k: v for k, v in record.items() if k != SWITCHING})
+
+    def _staged(self, name: str) -> Path:
+        return self.path / f"{STAGED}{name}"
+
+    def _target(self, name: str) -> Path:
+        """Where file `name` is written now: under its staged name inside `staged`."""
+        if self._staging is None:
+            return self.path / name
+        self._staging.files.add(name)
+        return self._staged(name)
+
+    def _file(self, name: str) -> Path:
+        """The current file `name`: its staged copy while a committed switch is moved into place."""
+        if self._staged(name).exists() and name in self.record.get(SWITCHING, ()):
+            return self._staged(name)
+        return self.path / name
+
+    def serving_digest(self) -> str:
+        """A short digest of what serving this run reads (its model, calibration, familiarity and
+        the record's thresholds): it changes whenever any of them is replaced, and costs a read of
+        run.json and a few stat calls, so a model cache can be keyed on it."""
+        record = self.record
+        digest = hashlib.sha256(json.dumps([record.get(k) for k in SERVING_FIELDS]).encode())
+        for name in SERVING_FILES:
+            try:
+                stat = self._file(name).stat()
+            except FileNotFoundError:
+                digest.update(f"{name}: none\n".encode())
+                continue
+            digest.update(f"{name}: {stat.st_ino} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:16]
 
     @property
     def status(self) -> str:
         record = self.record
         status = record.get("status", "unknown")
-        if status == "running" and not alive(record.get("pid"), record.get("host", "")):
+        if status == "running" and not alive(record):
             return "interrupted"
         return status
 
     @property
     def metrics(self) -> dict | None:
-        return _read_optional(self.path / "metrics.json")
+        return _read_optional(self._file("metrics.json"))
 
     @property
     def progress(self) -> dict | None:
@@ -81,33 +171,34 @@ class Run:
 
     @property
     def confusion(self) -> dict | None:
-        return _read_optional(self.path / "confusion.json")
+        return _read_optional(self._file("confusion.json"))
 
     def history(self) -> list[dict]:
-        path = self.path / "history.csv"
+        path = self._file("history.csv")
         if not path.exists():
             return []
         with path.open(newline="") as fh:
             return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
     def predictions(self) -> dict[str, np.ndarray]:
-        with np.load(self.path / "predictions.npz") as stored:
+        with np.load(self._file("predictions.npz")) as stored:
             return {k: stored[k] for k in stored.files}
 
     @property
     def has_model(self) -> bool:
-        return (self.path / MODEL).exists()
+        return self._file(MODEL).exists()
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.path / CHECKPOINT
+        """The checkpoint file the record names (older runs: checkpoint.keras)."""
+        return self.path / self.record.get("checkpoint_file", CHECKPOINT)
 
     def write_json(self, name: str, value) -> None:
-        storage.write_json(self.path / name, value)
+        storage.write_json(self._target(name), value)
 
     def read_json(self, name: str):
         """A JSON record of this run by file name, or None where it was not written."""
-        return _read_optional(self.path / name)
+        return _read_optional(self._file(name))
 
     def write_history(self, history: dict[str, list[float]]) -> None:
         keys = list(history)
@@ -116,60 +207,71 @@ class Run:
         writer.writerow(["epoch", *keys])
         for epoch, values in enumerate(zip(*(history[k] for k in keys), strict=True), start=1):
             writer.writerow([epoch, *(f"{v:.6g}" for v in values)])
-        storage.write_bytes(self.path / "history.csv", buffer.getvalue().encode())
+        storage.write_bytes(self._target("history.csv"), buffer.getvalue().encode())
 
     def write_trust(self, report: dict, familiarity: dict[str, np.ndarray] | None) -> None:
         """calibration.json, and trust.npz where the familiarity model is to be kept (it serves
         beside a kept model only, and holds a features x features matrix)."""
-        storage.write_json(self.path / "calibration.json", report)
+        storage.write_json(self._target("calibration.json"), report)
         if familiarity is not None:
-            storage.write_npz(self.path / "trust.npz", **familiarity)
+            storage.write_npz(self._target("trust.npz"), **familiarity)
 
     @property
     def calibration(self) -> dict | None:
-        return _read_optional(self.path / "calibration.json")
+        return _read_optional(self._file("calibration.json"))
 
     def familiarity(self) -> dict[str, np.ndarray] | None:
-        path = self.path / "trust.npz"
+        path = self._file("trust.npz")
         if not path.exists():
             return None
         with np.load(path) as stored:
             return {k: stored[k] for k in stored.files}
 
     def write_predictions(self, **arrays: np.ndarray) -> None:
-        storage.write_npz(self.path / "predictions.npz", **arrays)
+        storage.write_npz(self._target("predictions.npz"), **arrays)
 
     def save_model(self, model) -> None:
         """Save the model atomically and record its sha256 beside it."""
-        digest = self._save_keras(model, MODEL)
-        storage.write_bytes(self.path / f"{MODEL}.sha256", f"{digest}  {MODEL}\n".encode())
+        saved, digest = self._save_keras(model)
+        _move(saved, self._target(MODEL))
+        storage.write_bytes(self._target(f"{MODEL}.sha256"), f"{digest}  {MODEL}\n".encode())
         self.update(model_sha256=digest)
 
-    def _save_keras(self, model, name: str) -> str:
+    def _save_keras(self, model) -> tuple[Path, str]:
+        """`model` saved under a temporary name in the run folder, and its sha256."""
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".model-", suffix=".keras")
         os.close(fd)
         try:
             model.save(tmp)
-            digest = _sha256(Path(tmp))
-            os.replace(tmp, self.path / name)
-        finally:
+            return Path(tmp), _sha256(Path(tmp))
+        except BaseException:
             Path(tmp).unlink(missing_ok=True)
-        return digest
+            raise
 
     def save_checkpoint(self, model, epoch: int, curves: list[dict], seconds: float) -> None:
-        """Keep the model with its optimizer after `epoch` completed epochs, to resume from."""
-        digest = self._save_keras(model, CHECKPOINT)
+        """Keep the model with its optimizer after `epoch` completed epochs, to resume from.
+
+        The new file gets a name of its own (from its digest) and the record names it before the
+        previous one is deleted, so an interruption always leaves the file the record names."""
+        saved, digest = self._save_keras(model)
+        name = f"checkpoint-{digest[:16]}.keras"
+        _move(saved, self.path / name)
         self.update(
+            checkpoint_file=name,
             checkpoint_epoch=epoch,
             checkpoint_sha256=digest,
             checkpoint_curves=curves,
             checkpoint_seconds=seconds,
         )
+        for old in self.path.glob("checkpoint*.keras"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
 
     def load_checkpoint(self):
         """(compiled model, completed epochs, their curves) from the last checkpoint."""
         record = self.record
-        model = self._load_keras(CHECKPOINT, record.get("checkpoint_sha256"), compile=True)
+        name = record.get("checkpoint_file", CHECKPOINT)
+        model = self._load_keras(name, record.get("checkpoint_sha256"), "checkpoint", compile=True)
         return model, record["checkpoint_epoch"], record.get("checkpoint_curves", [])
 
     def restart(self) -> None:
@@ -177,19 +279,18 @@ class Run:
         record = self.record
         self.update(
             status="running",
-            host=socket.gethostname(),
-            pid=os.getpid(),
+            **process_identity(),
             train_seconds_before_resume=record.get("checkpoint_seconds", 0.0),
         )
 
     def load_model(self):
         """Load this run's model in safe mode, after checking its sha256 against the record."""
-        return self._load_keras(MODEL, self.record.get("model_sha256"))
+        return self._load_keras(MODEL, self.record.get("model_sha256"), "model")
 
-    def _load_keras(self, name: str, expected: str | None, compile: bool = False):
-        path = self.path / name
+    def _load_keras(self, name: str, expected: str | None, what: str, compile: bool = False):
+        path = self._file(name)
         if not path.exists():
-            raise RunError(f"Run {self.id} kept no {name.removesuffix('.keras')} file.")
+            raise RunError(f"Run {self.id} kept no {what} file.")
         if not expected or _sha256(path) != expected:
             raise RunError(
                 f"The {name} file of run {self.id} fails its checksum; "
@@ -206,6 +307,13 @@ def _read_optional(path: Path):
     return storage.read_json(path) if path.exists() else None
 
 
+def _move(source: Path, target: Path) -> None:
+    try:
+        os.replace(source, target)
+    finally:
+        source.unlink(missing_ok=True)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -214,37 +322,101 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def alive(pid: int | None, host: str | None = None) -> bool:
-    """Whether process `pid` on `host` (default: this machine) still runs; a finished child
-    that its parent has not reaped yet (a zombie) does not."""
-    if not pid or (host is not None and host != socket.gethostname()):
+def process_identity(pid: int | None = None) -> dict:
+    """What tells process `pid` (default: this one) from a later process given the same pid:
+    `host`, `pid`, `boot_id` and `pid_start` (its start, in clock ticks after boot), to record
+    with a job or a run. Without /proc (macOS) the last two are None."""
+    pid = pid or os.getpid()
+    stat = _proc_stat(pid)
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "boot_id": _boot_id(),
+        "pid_start": stat[1] if stat else None,
+    }
+
+
+def alive(record: dict) -> bool:
+    """Whether the process a job or run `record` names still runs.
+
+    After a crash or a reboot another process may carry the recorded pid, so its start time and
+    the boot must match too (`process_identity`). A record from before these were kept counts
+    the process only if it began before the record's `started` time."""
+    pid = record.get("pid")
+    if not pid or record.get("host", socket.gethostname()) != socket.gethostname():
         return False
+    if not (PROC / "self" / "stat").exists():  # no /proc (macOS): the pid is all there is to go by
+        return _exists(pid)
+    stat = _proc_stat(pid)
+    if stat is None or stat[0] in "ZX":  # gone, or a zombie: ended, its parent not told yet
+        return False
+    if record.get("pid_start") is None:
+        began = _boot_time() + stat[1] / os.sysconf("SC_CLK_TCK")
+        return began <= record.get("started", 0.0) + 1.0  # 1 s: the boot time is in whole seconds
+    return stat[1] == record["pid_start"] and record.get("boot_id") == _boot_id()
+
+
+def proven(record: dict) -> bool:
+    """Whether the process `record` names runs and is provably the one recorded (same start time
+    and boot): the only kind that may be signalled."""
+    return record.get("pid_start") is not None and alive(record)
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks after boot) of process `pid`; None if there is none."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # the command name before it may hold spaces
+    return fields[0], int(fields[19])
+
+
+def _boot_id() -> str | None:
+    try:
+        return (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _boot_time() -> float:
+    with (PROC / "stat").open() as fh:
+        return float(next(line.split()[1] for line in fh if line.startswith("btime ")))
+
+
+def _exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    try:
-        return not os.waitpid(pid, os.WNOHANG)[0]
-    except ChildProcessError:  # not our child: os.kill already said it runs
-        return True
+    except PermissionError:  # another user's process: it exists
+        pass
+    return True
+
+
+def new_directory(root: Path, name: str) -> tuple[str, Path]:
+    """A new folder `<time stamp>-<name>` in `root` and its id: suffixed -2, -3... when taken
+    (also by another process at the same moment), and the name cut so that the id, suffix
+    included, always passes `check_run_id`."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    suffix = 1
+    while True:
+        tail = f"-{suffix}" if suffix > 1 else ""
+        run_id = check_run_id(f"{stamp}-{name}"[: MAX_ID - len(tail)] + tail)
+        try:
+            (root / run_id).mkdir(parents=True)
+        except FileExistsError:
+            suffix += 1
+            continue
+        return run_id, root / run_id
 
 
 def create(name: str, record: dict, root: Path | None = None) -> Run:
     """Start a new run directory marked `running` by this process (in `root`, default the
     artifacts' runs folder)."""
     root = root or runs_dir()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_id = check_run_id(f"{stamp}-{name}")
-    path = root / run_id
-    suffix = 1
-    while path.exists():
-        suffix += 1
-        run_id = f"{stamp}-{name}-{suffix}"
-        path = root / run_id
     try:
-        path.mkdir(parents=True)
+        run_id, path = new_directory(root, name)
     except OSError as error:
         raise storage.StorageError(
             f"Cannot create a run in {root}: {error.strerror}. Check that the artifacts folder is writable."
@@ -252,14 +424,7 @@ def create(name: str, record: dict, root: Path | None = None) -> Run:
     run = Run(run_id, path)
     run.write_json(
         "run.json",
-        {
-            "id": run_id,
-            **record,
-            "status": "running",
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started": time.time(),
-        },
+        {"id": run_id, **record, "status": "running", **process_identity(), "started": time.time()},
     )
     return run
 
@@ -273,13 +438,20 @@ def get(run_id: str) -> Run:
 
 
 def from_path(path: str | Path) -> Run:
-    """The run whose directory (or model file) is `path`; it must hold a run.json."""
+    """The run whose directory (or model file) is `path`: a run directory of this project's
+    artifacts, never any other folder, since models load only from the project's own runs."""
     path = Path(path)
     if path.name == MODEL:
         path = path.parent
-    if not (path / "run.json").exists():
+    inside = path.resolve()
+    if inside.parent != runs_dir().resolve():
+        raise RunError(
+            f"{path} is not a run directory of {runs_dir()}; models load only from this project's runs. "
+            "Name a run by its id (`python -m bloodcell runs` lists them), or copy the run's directory there."
+        )
+    if not (inside / "run.json").exists():
         raise RunError(f"{path} is not a run directory written by bloodcell (no run.json).")
-    return Run(path.name, path)
+    return Run(inside.name, runs_dir() / inside.name)
 
 
 def resolve(ref: str | None) -> Run:

@@ -24,6 +24,10 @@ from bloodcell import archs, datasets, distribute, evaluation, finder, runs, tru
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "constant")
+# Above every architecture's own size (299 px): decoded in memory, the PBC pool is 3.2 GB at
+# 299 px and would be 9.4 GB at 512. Batches are per replica.
+MAX_IMAGE_SIZE = 320
+MAX_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,11 @@ class TrainConfig:
             raise ValueError(f"Unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}.")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch size must be at least 1.")
+        if self.epochs < 1 or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(
+                f"epochs must be at least 1 and the batch size between 1 and {MAX_BATCH_SIZE} "
+                f"(it is {self.batch_size})."
+            )
         if self.strategy not in distribute.STRATEGIES:
             raise ValueError(
                 f"Unknown strategy '{self.strategy}'; choose one of: {', '.join(distribute.STRATEGIES)}."
@@ -83,6 +90,11 @@ class TrainConfig:
             raise ValueError("cross-validation needs at least 2 folds (or 0 for none).")
         if self.image_size is None:
             object.__setattr__(self, "image_size", arch.input_size)
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(
+                f"An image size of {self.image_size} px is more than this machine's memory and disk "
+                f"should hold for a whole dataset; choose at most {MAX_IMAGE_SIZE} px."
+            )
         archs.inputs(arch, self.image_size, self.crop)  # refuses a crop or size the network cannot take
         if self.weights in ("none", ""):
             object.__setattr__(self, "weights", None)
@@ -311,17 +323,18 @@ def rescore(run: runs.Run, data: str | None = None, log=print) -> dict:
     parts = {name: Part(x[i], dataset.labels[i]) for name, i in index.items()}
     before, after = precise_batchnorm(model, parts["train"].x, parts["val"], config.batch_size, config.seed)
     log(f"BatchNorm statistics of its training images: validation accuracy {before:.4f} -> {after:.4f}")
-    if after > before:
-        run.save_model(model)
-    result = _store_scores(run, dataset, index["test"], predict_logits(model, parts["test"].x))
-    fit_trust(run, model, parts["train"], parts["val"], parts["test"], log)
-    run.update(
-        scored_on={
-            "root": str(dataset.root.resolve()),
-            "fingerprint": dataset.fingerprint,
-            "precise_batchnorm_val_accuracy": [before, after],
-        }
-    )
+    with run.staged():  # the new weights serve only beside their own calibration, all switched at once
+        if after > before:
+            run.save_model(model)
+        result = _store_scores(run, dataset, index["test"], predict_logits(model, parts["test"].x))
+        fit_trust(run, model, parts["train"], parts["val"], parts["test"], log)
+        run.update(
+            scored_on={
+                "root": str(dataset.root.resolve()),
+                "fingerprint": dataset.fingerprint,
+                "precise_batchnorm_val_accuracy": [before, after],
+            }
+        )
     log(f"test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} ({result['n']} images)")
     return result
 
@@ -784,6 +797,12 @@ def _layers(model):
 CHECKPOINT_SECONDS = 60.0
 
 
+# The first batch of a process traces and compiles the model (and the first validation its
+# evaluation): timed with them, a run of minutes was promised hours. The time left is estimated
+# from the pace after the first batch, once this many more have passed.
+ESTIMATE_AFTER_BATCHES = 10
+
+
 class Progress(keras.callbacks.Callback):
     """Logs each epoch, keeps progress.json in the run up to date for the dashboard and keeps
     a checkpoint to resume from."""
@@ -794,6 +813,7 @@ class Progress(keras.callbacks.Callback):
         self.started = time.time()
         self.last_write = self.last_checkpoint = 0.0
         self.epoch = 0
+        self.warm: tuple[float, float] | None = None  # (time, epochs done) at the end of the first batch
         self.curves: list[dict] = list(curves or [])
 
     def history(self) -> dict[str, list[float]]:
@@ -805,6 +825,8 @@ class Progress(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.warm is None:
+            self.warm = (time.time(), self.epoch + (batch + 1) / self.steps)
         if time.time() - self.last_write > 2.0:
             self._write(batch + 1, logs or {})
 
@@ -818,9 +840,15 @@ class Progress(keras.callbacks.Callback):
         shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "learning_rate")
         self.log(f"epoch {epoch + 1}/{self.epochs}  {shown}  ({time.time() - self.started:.0f} s)")
 
+    def remaining(self, done: float) -> float | None:
+        """Seconds left after `done` epochs, at the pace since warm-up; None while estimating."""
+        if self.warm is None or (done - self.warm[1]) * self.steps < ESTIMATE_AFTER_BATCHES:
+            return None
+        since, done_then = self.warm
+        return (time.time() - since) / (done - done_then) * (self.epochs - done)
+
     def _write(self, batch: int, logs: dict):
         done = self.epoch + batch / self.steps
-        elapsed = time.time() - self.started
         self.run.write_json(
             "progress.json",
             {
@@ -829,8 +857,8 @@ class Progress(keras.callbacks.Callback):
                 "batch": batch,
                 "batches": self.steps,
                 "logs": {k: float(v) for k, v in logs.items()},
-                "elapsed": elapsed,
-                "remaining": elapsed / done * (self.epochs - done) if done else None,
+                "elapsed": time.time() - self.started,
+                "remaining": self.remaining(done),
                 "curves": self.curves,
             },
         )

@@ -1,42 +1,202 @@
-"""The one Streamlit-aware module of the library: cached model loading for the pages."""
+"""The one Streamlit-aware module of the library: model loading, answers and pictures for the
+pages, cached, and the page helpers that keep a clinician's choices and file names intact."""
 
+import base64
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+
+import numpy as np
 import streamlit as st
+from PIL import Image
 
-from bloodcell import runs
-from bloodcell.predictor import Classifier
+from bloodcell import images, runs
+from bloodcell.predictor import Classifier, Prediction
+
+# Pictures answered per batch: a 200-cell differential fits with room to spare, and the page
+# answers within a minute on a laptop's CPU.
+MAX_FILES = 300
+DISPLAY_SIDE = 320  # pixels on the longer side of a picture shown on a page
+# ASCII punctuation that Markdown, Streamlit's directives (:red[...]) and LaTeX ($) may read
+# inside a line, and the dot of "www." (a link by itself in GitHub-flavoured Markdown); "." "-"
+# and "," start nothing mid-line, so common file names stay readable in the page's source.
+MARKDOWN_SPECIAL = re.compile(r"[!-+/:-@\[-`{-~]|(?i:(?<=www))\.")
+
+
+ROUTED = "routed by app.py"  # set by app.py before it runs a page
+
+
+def inside_navigation() -> None:
+    """Call first on every page. Until some session has run app.py's `st.navigation`, Streamlit
+    runs a page file alone on a first visit by link (a bookmark after a restart), with the raw
+    file list as its sidebar; such a run goes through app.py instead, at the same URL."""
+    if not st.session_state.pop(ROUTED, False):
+        import runpy
+        from pathlib import Path
+
+        runpy.run_path(str(Path(__file__).resolve().parent.parent / "app.py"))
+        st.stop()
+
+
+def classifier(run_id: str) -> Classifier:
+    """The model of run `run_id`, loaded once per process and shared by every session; loaded
+    again when what serving reads changes (a rescored run: `runs.Run.serving_digest`)."""
+    return _classifier(run_id, runs.get(run_id).serving_digest())
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
-def classifier(run_id: str) -> Classifier:
-    """One loaded model per run id and process, shared by every session."""
+def _classifier(run_id: str, serving_digest: str) -> Classifier:
     return Classifier(runs.get(run_id))
 
 
-def model_choices() -> list[str]:
-    """Run ids that can serve predictions, the default first."""
+@dataclass(frozen=True)
+class ModelChoices:
+    """The runs that can serve predictions, the default first, then the newest; a note for each
+    damaged run left out, and a warning where the default model cannot serve."""
+
+    ids: list[str]
+    notes: list[str]
+    warning: str | None = None
+
+
+def model_choices() -> ModelChoices:
+    """The finished runs that kept a model; a damaged run (an unreadable run.json) is left out
+    with a note instead of taking the page down."""
+    served, notes = [], []
+    for run in runs.all_runs():
+        try:
+            if run.has_model and run.status == "finished":
+                served.append(run.id)
+        except runs.RunError as error:
+            notes.append(f"{error} It is left out of the models to choose from.")
     try:
-        default = [runs.default_id()]
-    except runs.RunError:
-        default = []
-    served = [r.id for r in runs.all_runs() if r.has_model and r.status == "finished" and r.id not in default]
-    return default + served
+        default = runs.default_id()
+    except runs.RunError as error:
+        return ModelChoices(served, notes, f"{error} The newest model serves instead." if served else None)
+    if default in served:
+        return ModelChoices([default, *(i for i in served if i != default)], notes)
+    warning = (
+        f"The default model, run {default}, is missing, unfinished or damaged; "
+        "the newest model serves instead."
+    )
+    return ModelChoices(served, notes, warning if served else None)
+
+
+def serving(wanted: str, ids: list[str]) -> tuple[Classifier, list[str]]:
+    """The classifier of run `wanted`, else of the first run of `ids` that loads (the default,
+    then the newest), and a sentence for each model that would not load (a model file that fails
+    its checksum). Raises `runs.RunError` where none loads."""
+    failures = []
+    for run_id in [wanted, *(i for i in ids if i != wanted)]:
+        try:
+            return classifier(run_id), failures
+        except runs.RunError as error:
+            failures.append(str(error))
+    raise runs.RunError(" ".join(failures) or "There is no model to load.")
+
+
+def chosen(label: str, options: list[str], memory: str, help: str | None = None) -> str:
+    """A select box whose choice survives changes of `options` (a training run finishing) and
+    page switches: it is remembered in the session under `memory`; the first option is chosen
+    where the remembered one is gone."""
+    remembered = st.session_state.get(memory)
+    value = st.selectbox(
+        label, options, index=options.index(remembered) if remembered in options else 0, help=help
+    )
+    st.session_state[memory] = value
+    return value
+
+
+def answers(
+    model: Classifier, files: list[tuple[str, bytes]], adapt: bool = False
+) -> tuple[list[Prediction], str | None]:
+    """`model`'s answer to each (name, image bytes), adapted to the batch if asked
+    (`Classifier.predict`), and why it could not be adapted (None where it was, or was not asked).
+
+    Cached by the files' names and contents, the run and what serving it reads: a rerun of the
+    page (a download, a click) decodes and computes nothing again."""
+    return _answers(
+        model.run.id,
+        model.run.serving_digest(),
+        tuple(name for name, _ in files),
+        tuple(_digest(data) for _, data in files),
+        adapt,
+        tuple(data for _, data in files),
+    )
+
+
+@st.cache_data(max_entries=16, show_spinner="Classifying…")
+def _answers(
+    run_id: str,
+    serving_digest: str,
+    names: tuple[str, ...],
+    digests: tuple[str, ...],
+    adapt: bool,
+    _data: tuple[bytes, ...],
+) -> tuple[list[Prediction], str | None]:
+    model = _classifier(run_id, serving_digest)
+    sources = list(zip(names, _data, strict=True))
+    if adapt:
+        try:
+            return model.predict(sources, adapt=True), None
+        except ValueError as error:  # too few usable cells to stand for a laboratory
+            return model.predict(sources), str(error)
+    return model.predict(sources), None
+
+
+def heat_map(model: Classifier, data: bytes, class_name: str) -> np.ndarray:
+    """`Classifier.heat_map` of an uploaded picture, cached like `answers`."""
+    return _heat_map(model.run.id, model.run.serving_digest(), _digest(data), class_name, data)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _heat_map(run_id: str, serving_digest: str, digest: str, class_name: str, _data: bytes) -> np.ndarray:
+    return _classifier(run_id, serving_digest).heat_map(_data, class_name, display=DISPLAY_SIDE)
+
+
+def picture(data: bytes) -> np.ndarray | None:
+    """An uploaded picture as the loader decodes it (any bit depth or mode, turned upright), at
+    most `DISPLAY_SIDE` pixels on its longer side; None if it cannot be read."""
+    return _picture(_digest(data), data)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _picture(digest: str, _data: bytes) -> np.ndarray | None:
+    try:
+        rgb = images.read_image(_data)
+    except images.UnusableImage:
+        return None
+    height, width = rgb.shape[:2]
+    scale = DISPLAY_SIDE / max(height, width)
+    if scale >= 1:
+        return rgb
+    return images.resize_to(rgb, max(1, round(width * scale)), max(1, round(height * scale)))
 
 
 def thumbnail(data: bytes, size: int = 64) -> str | None:
     """A small PNG data URI of an uploaded image for tables; None if it cannot be read."""
-    import base64
-    import io
+    return _thumbnail(_digest(data), size, data)
 
-    from PIL import Image
 
-    from bloodcell import images
-
-    try:
-        rgb = images.read_image(data)
-    except images.UnusableImage:
+@st.cache_data(max_entries=4 * MAX_FILES, show_spinner=False)
+def _thumbnail(digest: str, size: int, _data: bytes) -> str | None:
+    rgb = _picture(digest, _data)
+    if rgb is None:
         return None
-    picture = Image.fromarray(rgb)
-    picture.thumbnail((size, size))
+    small = Image.fromarray(rgb)
+    small.thumbnail((size, size))
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
+    small.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def markdown_text(text: str) -> str:
+    """`text` (an uploaded file's name) to show literally within a line of Markdown: the marks
+    that could make a link, image, formatting, colour or formula of it are backslash-escaped, and
+    line breaks become spaces."""
+    return MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(), " ".join(text.splitlines()))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

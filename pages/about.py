@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from bloodcell import results, runs
+from bloodcell import results, runs, ui
+
+ui.inside_navigation()
 
 st.title("About bloodcell")
 st.markdown(
@@ -20,19 +22,22 @@ development of automatic recognition systems*, Data in Brief 30 (2020) 105474, C
 """
 )
 try:
-    run = runs.resolve(None)
+    stored = results.summary(runs.resolve(None))
 except runs.RunError as error:
     st.warning(str(error))
     st.stop()
-record, metrics = run.record, run.metrics or {}
+if stored.note:
+    st.warning(stored.note)
+run, record, metrics = stored.run, stored.record, stored.metrics
 st.subheader("Default model")
 cols = st.columns(4)
-cols[0].metric("Architecture", record["arch"])
+cols[0].metric("Architecture", record.get("arch", "?"))
 cols[1].metric("Input size", results.pixels(record))
 cols[2].metric("Test accuracy", f"{metrics.get('accuracy', 0):.2%}")
 cols[3].metric("Macro-F1", f"{metrics.get('macro_f1', 0):.2%}")
 interval = metrics.get("accuracy_ci95")
 st.caption(
-    f"Run {run.id}: trained on {record['split']['train']} images, tested on {metrics.get('n', 0)}"
+    f"Run {run.id}: trained on {record.get('split', {}).get('train', '?')} images, "
+    f"tested on {metrics.get('n', 0)}"
     + (f" (accuracy 95% interval {interval[0]:.1%} to {interval[1]:.1%})." if interval else ".")
 )

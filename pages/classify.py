@@ -3,9 +3,11 @@
 import plotly.express as px
 import streamlit as st
 
-from bloodcell import images, report, ui
+from bloodcell import images, report, runs, ui
 from bloodcell.classes import DISPLAY_NAMES, WHITE_CELLS
 from bloodcell.predictor import MIN_LAB_CELLS
+
+ui.inside_navigation()
 
 STATUS_TEXT = {
     "confident": "Confident",
@@ -17,12 +19,16 @@ st.title("Classify blood cells")
 st.caption("Decision support for qualified staff: every answer is to be checked by a person.")
 
 choices = ui.model_choices()
-if not choices:
+for note in choices.notes:
+    st.caption(note)
+if not choices.ids:
     st.error(
         "No trained model is available. Train one on the Training page or with `python -m bloodcell train`."
     )
     st.stop()
-run_id = st.selectbox("Model", choices, help="The first entry is the default model.")
+if choices.warning:
+    st.warning(choices.warning)
+wanted = ui.chosen("Model", choices.ids, "classify_model", help="The first entry is the default model.")
 uploads = st.file_uploader(
     "Cell images (one cell per image)",
     type=[e.lstrip(".") for e in images.EXTENSIONS],
@@ -31,34 +37,46 @@ uploads = st.file_uploader(
 if not uploads:
     st.info("Upload one image, or a whole slide's worth at once.")
     st.stop()
+if len(uploads) > ui.MAX_FILES:
+    st.warning(
+        f"A batch holds at most {ui.MAX_FILES} pictures: the first {ui.MAX_FILES} are answered. "
+        f"Please upload the other {len(uploads) - ui.MAX_FILES} as another batch."
+    )
+files = [(f.name, f.getvalue()) for f in uploads[: ui.MAX_FILES]]
 
 adapt = st.toggle(
     "These cells all come from one laboratory: adapt to its stain and camera first",
     help=f"For a batch of at least {MIN_LAB_CELLS} cells from one microscope: the model takes that "
     "batch's image statistics in place of the training laboratory's (no labels needed), then answers.",
-    disabled=len(uploads) < MIN_LAB_CELLS,
+    disabled=len(files) < MIN_LAB_CELLS,
 )
-classifier = ui.classifier(run_id)
 try:
-    answers = classifier.predict([(f.name, f.getvalue()) for f in uploads], adapt=adapt)
-except ValueError as error:  # too few usable cells to adapt to
-    st.warning(f"{error} The cells are answered without adapting.")
-    answers = classifier.predict([(f.name, f.getvalue()) for f in uploads])
-if adapt:
-    st.caption(f"Adapted to this batch of {len(uploads)} pictures without labels.")
+    classifier, failures = ui.serving(wanted, choices.ids)
+except runs.RunError as error:
+    st.error(f"{error} No model can answer; train one on the Training page.")
+    st.stop()
+run_id = classifier.run.id
+if failures:
+    st.warning(f"{' '.join(failures)} The answers below come from model run {run_id} instead.")
+answers, not_adapted = ui.answers(classifier, files, adapt=adapt)
+st.caption(f"Answered by model run `{run_id}`.")
+if not_adapted:
+    st.warning(f"{not_adapted} The cells are answered without adapting.")
+elif adapt:
+    st.caption(f"Adapted to this batch of {len(files)} pictures without labels.")
 for answer in (a for a in answers if a.error):
-    st.warning(f"**{answer.file}**: {answer.error}")
-good = [(a, f) for a, f in zip(answers, uploads, strict=True) if not a.error]
+    st.warning(f"**{ui.markdown_text(answer.file)}**: {answer.error}")
+good = [(a, data) for a, (_, data) in zip(answers, files, strict=True) if not a.error]
 
 if len(good) == 1:
-    answer, upload = good[0]
+    answer, data = good[0]
     left, right = st.columns(2)
     left.image(
-        classifier.heat_map(upload.getvalue(), answer.label),
-        caption=f"{answer.file}: heat map of what drove '{DISPLAY_NAMES[answer.label]}'",
+        ui.heat_map(classifier, data, answer.label),
+        caption=f"{ui.markdown_text(answer.file)}: heat map of what drove '{DISPLAY_NAMES[answer.label]}'",
         width="stretch",
     )
-    left.image(upload.getvalue(), caption="Original", width=160)
+    left.image(ui.picture(data), caption="Original", width=160)
     right.metric("Class", DISPLAY_NAMES[answer.label])
     right.metric("Probability", f"{answer.probabilities[answer.label]:.1%}")
     right.markdown(f"**Status:** {STATUS_TEXT[answer.status]}")
@@ -75,13 +93,13 @@ elif good:
     st.dataframe(
         [
             {
-                "image": ui.thumbnail(upload.getvalue()),
+                "image": ui.thumbnail(data),
                 "file": a.file,
                 "class": DISPLAY_NAMES[a.label],
                 "confidence": a.probabilities[a.label],
                 "status": a.status,
             }
-            for a, upload in good
+            for a, data in good
         ],
         column_config={
             "image": st.column_config.ImageColumn(width="small"),
@@ -110,7 +128,9 @@ elif good:
     cols[2].metric("Platelets (counted apart)", counts["platelets"])
     cols[3].metric("Held for review", len(counts["for_review"]))
     if counts["for_review"]:
-        st.markdown("**For review:** " + ", ".join(counts["for_review"]))
+        st.markdown("**For review:** " + ", ".join(ui.markdown_text(f) for f in counts["for_review"]))
     left, right = st.columns(2)
-    left.download_button("Download differential (CSV)", report.differential_csv(counts), "differential.csv")
-    right.download_button("Download all cells (CSV)", report.cells_csv(answers), "cells.csv")
+    left.download_button(
+        "Download differential (CSV)", report.differential_csv(counts, run_id), "differential.csv"
+    )
+    right.download_button("Download all cells (CSV)", report.cells_csv(answers, run_id), "cells.csv")

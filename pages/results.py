@@ -1,20 +1,22 @@
 """Research page: every stored run, and side-by-side comparison of the chosen ones."""
 
-from itertools import islice
-from pathlib import Path
-
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from bloodcell import images, results, runs
+from bloodcell import images, results, runs, ui
 from bloodcell.classes import DISPLAY_NAMES
+
+ui.inside_navigation()
 
 st.title("Training results")
 rows = results.table()
 if not rows:
     st.info("No runs yet: train one on the Training page or with `python -m bloodcell train`.")
     st.stop()
+for row in rows:
+    if row["note"]:
+        st.warning(row["note"])
 
 left, right = st.columns(2)
 archs = left.multiselect("Architecture", sorted({r["architecture"] for r in rows if r["architecture"]}))
@@ -28,7 +30,8 @@ st.dataframe(
     column_config={
         k: st.column_config.NumberColumn(format="percent")
         for k in ("accuracy", "balanced accuracy", "macro-F1", "CV accuracy")
-    },
+    }
+    | {"note": None},
 )
 
 scored = [r["run"] for r in shown if r["accuracy"] is not None]
@@ -41,12 +44,15 @@ picked = st.multiselect(
 )
 if not picked:
     st.stop()
-chosen = [runs.get(run_id) for run_id in picked]
+chosen = [results.read(runs.get(run_id)) for run_id in picked]
+for stored in chosen:
+    if stored.note:
+        st.warning(stored.note)
 
 st.subheader("Metrics")
 bars = [
-    {"run": run.id, "metric": label, "value": (run.metrics or {}).get(key)}
-    for run in chosen
+    {"run": stored.run.id, "metric": label, "value": stored.metrics.get(key)}
+    for stored in chosen
     for key, label in (
         ("accuracy", "accuracy"),
         ("balanced_accuracy", "balanced accuracy"),
@@ -57,33 +63,36 @@ figure = px.bar(bars, x="metric", y="value", color="run", barmode="group")
 figure.update_yaxes(range=[min((b["value"] or 0) for b in bars) - 0.02, 1.0], tickformat=".1%")
 st.plotly_chart(figure, width="stretch")
 
-st.subheader("Recall per class")
 recall = [
-    {"run": run.id, "class": DISPLAY_NAMES.get(name, name), "recall": value}
-    for run in chosen
-    for name, value in results.per_class(run).items()
+    {"run": stored.run.id, "class": DISPLAY_NAMES.get(name, name), "recall": value}
+    for stored in chosen
+    for name, value in results.per_class(stored).items()
 ]
-st.plotly_chart(px.bar(recall, x="class", y="recall", color="run", barmode="group"), width="stretch")
+if recall:
+    st.subheader("Recall per class")
+    st.plotly_chart(px.bar(recall, x="class", y="recall", color="run", barmode="group"), width="stretch")
 
-st.subheader("Confusion matrices")
-normalized = st.toggle("Normalize rows (fraction of each true class)")
-for column, run in zip(st.columns(min(len(chosen), 2)) * 3, chosen, strict=False):
-    labels, matrix = results.confusion(run, normalize=normalized)
-    names = [DISPLAY_NAMES.get(n, n) for n in labels]
-    heat = px.imshow(
-        matrix,
-        x=names,
-        y=names,
-        text_auto=".2f" if normalized else True,
-        color_continuous_scale="Blues",
-        labels={"x": "predicted", "y": "true", "color": "fraction" if normalized else "images"},
-    )
-    heat.update_layout(title=run.id, height=480)
-    column.plotly_chart(heat, width="stretch")
+confused = [stored for stored in chosen if stored.confusion]
+if confused:
+    st.subheader("Confusion matrices")
+    normalized = st.toggle("Normalize rows (fraction of each true class)")
+    for column, stored in zip(st.columns(min(len(confused), 2)) * 3, confused, strict=False):
+        labels, matrix = results.confusion(stored, normalize=normalized)
+        names = [DISPLAY_NAMES.get(n, n) for n in labels]
+        heat = px.imshow(
+            matrix,
+            x=names,
+            y=names,
+            text_auto=".2f" if normalized else True,
+            color_continuous_scale="Blues",
+            labels={"x": "predicted", "y": "true", "color": "fraction" if normalized else "images"},
+        )
+        heat.update_layout(title=stored.run.id, height=480)
+        column.plotly_chart(heat, width="stretch")
 
 st.subheader("Test images answered wrongly")
 try:
-    found = results.misses(chosen)
+    found = results.misses([stored.run for stored in chosen])
 except ValueError as error:
     st.info(f"Not shown: {error}")
 else:
@@ -101,72 +110,76 @@ else:
         ],
         hide_index=True,
     )
-    # most missed first: the first missed_by_all images are those every chosen run misses
-    recorded = chosen[0].record.get("dataset", {}).get("root")
-    root, everyone = Path(recorded or "."), found["images"][: found["missed_by_all"]] if recorded else []
-    hardest = list(islice((i for i in everyone if (root / i["file"]).is_file()), 12))
+    hardest = results.missed_pictures(chosen[0].record, found)
     if hardest:
         st.caption("Missed by every chosen run (the first 12, from the training data's folder):")
-        for column, image in zip(st.columns(6) * 2, hardest, strict=False):
+        for column, (path, image) in zip(st.columns(6) * 2, hardest, strict=False):
             column.image(
-                images.load(root / image["file"], 160),
+                images.load(path, 160),
                 caption=f"{image['file']}: answered {', '.join(sorted(set(image['answers'].values())))}",
             )
 
-st.subheader("Training curves")
-curves = go.Figure()
-for run in chosen:
-    history = run.history()
-    for key in ("accuracy", "val_accuracy"):
-        if history and key in history[0]:
-            curves.add_scatter(
-                x=[h["epoch"] for h in history], y=[h[key] for h in history], name=f"{run.id} {key}"
-            )
-curves.update_layout(xaxis_title="epoch", yaxis_title="accuracy")
-st.plotly_chart(curves, width="stretch")
+curved = [stored for stored in chosen if stored.history]
+if curved:
+    st.subheader("Training curves")
+    curves = go.Figure()
+    for stored in curved:
+        for key in ("accuracy", "val_accuracy"):
+            if key in stored.history[0]:
+                curves.add_scatter(
+                    x=[h["epoch"] for h in stored.history],
+                    y=[h[key] for h in stored.history],
+                    name=f"{stored.run.id} {key}",
+                )
+    curves.update_layout(xaxis_title="epoch", yaxis_title="accuracy")
+    st.plotly_chart(curves, width="stretch")
 
 folds = [
-    {"run": run.id, "fold accuracy": value}
-    for run in chosen
-    for value in ((run.metrics or {}).get("cross_validation") or {}).get("accuracy", {}).get("per_fold", [])
+    {"run": stored.run.id, "fold accuracy": value}
+    for stored in chosen
+    for value in results.cv_accuracy(stored.metrics, "per_fold") or []
 ]
 if folds:
     st.subheader("Cross-validation spread")
     st.plotly_chart(px.box(folds, x="run", y="fold accuracy", points="all"), width="stretch")
 
-calibrated = [run for run in chosen if run.calibration]
+calibrated = [stored for stored in chosen if stored.calibration]
 if calibrated:
     st.subheader("Calibration (test split)")
     diagram = go.Figure()
     diagram.add_scatter(
         x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dot", "color": "grey"}
     )
-    for run in calibrated:
+    for stored in calibrated:
+        calibration = stored.calibration
         for when in ("before", "after"):
-            bins = run.calibration["reliability"][when]
+            bins = calibration["reliability"][when]
             diagram.add_scatter(
                 x=[b["confidence"] for b in bins],
                 y=[b["accuracy"] for b in bins],
                 mode="lines+markers",
-                name=f"{run.id} {when} (ECE {run.calibration['test'][when]['ece']:.2%})",
+                name=f"{stored.run.id} {when} (ECE {calibration['test'][when]['ece']:.2%})",
             )
     diagram.update_layout(xaxis_title="confidence", yaxis_title="accuracy", height=420)
     st.plotly_chart(diagram, width="stretch")
     st.dataframe(
         [
             {
-                "run": run.id,
-                "temperature": run.calibration["temperature"],
-                "review below": run.calibration["review"]["threshold"],
-                "validation coverage": run.calibration["review"]["coverage"],
-                **{f"test {k}": v for k, v in run.calibration["test_status"].items()},
+                "run": stored.run.id,
+                "temperature": stored.calibration["temperature"],
+                "review below": stored.calibration["review"]["threshold"],
+                "validation coverage": stored.calibration["review"]["coverage"],
+                **{f"test {k}": v for k, v in stored.calibration["test_status"].items()},
             }
-            for run in calibrated
+            for stored in calibrated
         ],
         hide_index=True,
     )
 
-for run in chosen:
+for stored in chosen:
     st.download_button(
-        f"Download the record of {run.id}", results.record_json(run), f"{run.id}.json", key=run.id
+        f"Download the record of {stored.run.id}",
+        results.record_json(stored),
+        f"{stored.run.id}.json",
+        key=stored.run.id,
     )

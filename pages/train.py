@@ -3,7 +3,9 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from bloodcell import archs, datasets, jobs, training
+from bloodcell import archs, datasets, jobs, training, ui
+
+ui.inside_navigation()
 
 st.title("Train a model")
 folders = datasets.configured()
@@ -18,12 +20,14 @@ with st.form("train"):
         "Architecture", list(archs.REGISTRY), format_func=lambda n: f"{n}: {archs.get(n).description}"
     )
     a, b, c = st.columns(3)
-    image_size = a.number_input("Image size (px, 0: the architecture's)", 0, 512, 0, step=8)
+    image_size = a.number_input(
+        "Image size (px, 0: the architecture's)", 0, training.MAX_IMAGE_SIZE, 0, step=8
+    )
     crop = b.slider(
         "Central crop", 0.3, 1.0, 1.0, 0.01, help="share of the image's side the network sees; 1: all of it"
     )
     epochs = c.number_input("Epochs", 1, 500, 30)
-    batch_size = a.number_input("Batch size", 1, 1024, 64)
+    batch_size = a.number_input("Batch size", 1, training.MAX_BATCH_SIZE, 64)
     optimizer = a.selectbox("Optimizer", training.OPTIMIZERS)
     learning_rate = b.number_input("Learning rate", 1e-6, 1.0, 2e-3, format="%.5f")
     schedule = c.selectbox("Schedule", training.SCHEDULES)
@@ -33,6 +37,12 @@ with st.form("train"):
         "Cross-validation folds", [0, 5, 3, 10], help="0: one stratified 70/30 split, 20% validation"
     )
     augment = a.checkbox("Augmentation", True)
+    framing = b.checkbox(
+        "Frame the cell", help="find the cell in each picture and frame it at its own size, white-balanced"
+    )
+    stain_augment = c.checkbox(
+        "Other laboratories' stains", help="augment stain mixing, zoom, blur and noise as well"
+    )
     shuffle = b.checkbox("Shuffle", True)
     balance = c.radio("Class imbalance", ["none", "class weights", "SMOTE"], horizontal=True)
     weights = a.selectbox(
@@ -55,6 +65,8 @@ if submitted:
             data=str(folders[data]),
             image_size=image_size or None,
             crop=crop,
+            framing=framing,
+            stain_augment=stain_augment,
             epochs=epochs,
             batch_size=batch_size,
             optimizer=optimizer,
@@ -95,11 +107,16 @@ def follow() -> None:
     if progress:
         done = (progress["epoch"] - 1 + progress["batch"] / progress["batches"]) / progress["epochs"]
         left = progress.get("remaining")
+        if status != "running":
+            eta = ""
+        elif left is None:
+            eta = ", estimating the time left"
+        else:
+            eta = f", about {left / 60:.0f} min left" if left >= 90 else f", about {left:.0f} s left"
         st.progress(
             min(done, 1.0),
             text=f"epoch {progress['epoch']}/{progress['epochs']}, "
-            f"batch {progress['batch']}/{progress['batches']}"
-            + (f", about {left / 60:.0f} min left" if left and status == "running" else ""),
+            f"batch {progress['batch']}/{progress['batches']}{eta}",
         )
         curves = progress.get("curves", [])
         if curves:
@@ -122,9 +139,11 @@ def follow() -> None:
             "See Results."
         )
     if status in ("queued", "running") and st.button("Cancel training"):
-        job.cancel()
-        st.warning("Cancelling…")
-    with st.expander("Log", expanded=status in ("failed", "running")):
+        if job.cancel():
+            st.warning("Cancelling…")
+        else:
+            st.info("The job's process has already ended; there is nothing to cancel.")
+    with st.expander("Log", expanded=status in ("failed", "running", "interrupted")):
         st.code(job.log() or "(empty)")
 
 

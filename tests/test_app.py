@@ -113,10 +113,12 @@ def test_train_page_starts_a_job_and_shows_it(tiny_dataset, artifacts, monkeypat
     app.number_input[0].set_value(32)
     app.number_input[1].set_value(1)
     app.number_input[2].set_value(16)
+    next(c for c in app.checkbox if c.label == "Frame the cell").check()
     app.button[0].click()
     app.run()
     assert not app.exception and "started" in app.success[0].value
     job = jobs.all_jobs()[0]
+    assert job.record["config"]["framing"] is True and job.record["config"]["stain_augment"] is False
     deadline = time.time() + 300
     while job.status in ("queued", "running") and time.time() < deadline:
         time.sleep(1)
@@ -154,3 +156,175 @@ def test_upload_of_every_awkward_input_answers_the_usable_and_names_the_rest(ser
         if words is not None:
             assert name in warnings and words in warnings, name
     assert len(app.dataframe[0].value) == sum(words is None for _, words in inputs.values())
+
+
+def stored_model(name: str):
+    """Another finished run with an untrained 32 px model, beside the served one."""
+    from bloodcell import archs, runs
+    from bloodcell.classes import CLASSES
+
+    run = runs.create(name, {"arch": "cnn", "classes": list(CLASSES), "image_size": 32})
+    run.save_model(archs.build("cnn", len(CLASSES), input_size=32))
+    run.update(status="finished")
+    return run
+
+
+def bad_exif_jpeg() -> bytes:
+    """A cell whose EXIF turns it and holds a tag Pillow cannot write back."""
+    import struct
+
+    fields = [(0x0112, 3, 1, struct.pack("<HH", 6, 0)), (0x0128, 4, 1, struct.pack("<I", 100_000))]
+    ifd = struct.pack("<H", 2) + b"".join(struct.pack("<HHI", *f[:3]) + f[3] for f in fields)
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+    return encode(cell_image(4), "JPEG", exif=exif)
+
+
+def test_a_malformed_exif_block_costs_neither_the_picture_nor_the_batch(served_model):
+    app = open_page("pages/classify.py")
+    files = [(f"cell{i}.jpg", encode(cell_image(i), "JPEG"), "image/jpeg") for i in range(3)]
+    app.file_uploader[0].set_value([*files, ("camera.jpg", bad_exif_jpeg(), "image/jpeg")])
+    app.run()
+    assert not app.exception and not app.warning
+    assert list(app.dataframe[0].value["file"]) == ["cell0.jpg", "cell1.jpg", "cell2.jpg", "camera.jpg"]
+
+
+def test_reruns_decode_nothing_again(served_model, monkeypatch):
+    import streamlit as st
+
+    st.cache_data.clear()
+    decoded = []
+    read_image = images.read_image
+
+    def counting(source, *args, **kwargs):
+        decoded.append(source)
+        return read_image(source, *args, **kwargs)
+
+    monkeypatch.setattr(images, "read_image", counting)
+    app = open_page("pages/classify.py")
+    files = [(f"cell{i}.png", encode(cell_image(i, seed=i)), "image/png") for i in range(4)]
+    app.file_uploader[0].set_value(files)
+    app.run()
+    assert len(app.dataframe[0].value) == 4
+    first = len(decoded)
+    assert first == 2 * len(files)  # once for the model's answer, once for the thumbnail
+    app.run()  # what a download button or any other click does
+    app.run()
+    assert not app.exception and len(decoded) == first and len(app.dataframe[0].value) == 4
+
+
+def test_a_batch_is_capped_with_a_sentence(served_model, monkeypatch):
+    from bloodcell import ui
+
+    monkeypatch.setattr(ui, "MAX_FILES", 3)
+    app = open_page("pages/classify.py")
+    files = [(f"cell{i}.png", encode(cell_image(i, seed=i)), "image/png") for i in range(5)]
+    app.file_uploader[0].set_value(files)
+    app.run()
+    assert not app.exception
+    assert "at most 3 pictures" in app.warning[0].value and "other 2" in app.warning[0].value
+    assert list(app.dataframe[0].value["file"]) == ["cell0.png", "cell1.png", "cell2.png"]
+
+
+def test_the_model_choice_survives_a_run_finishing_and_a_page_switch(served_model):
+    second = stored_model("second")
+    app = open_page("pages/classify.py")
+    assert app.selectbox[0].options == [served_model.id, second.id]
+    app.selectbox[0].set_value(second.id)
+    app.run()
+    stored_model("third")  # a training run finishes meanwhile
+    app.run()
+    assert len(app.selectbox[0].options) == 3 and app.selectbox[0].value == second.id
+    app.switch_page("pages/about.py")
+    app.run()
+    app.switch_page("pages/classify.py")
+    app.run()
+    assert app.selectbox[0].value == second.id
+    app.file_uploader[0].set_value(("cell.png", encode(cell_image(3)), "image/png"))
+    app.run()
+    assert not app.exception
+    assert f"Answered by model run `{second.id}`." in [c.value for c in app.caption]
+
+
+def test_a_16_bit_picture_is_shown_alone(served_model):
+    import numpy as np
+    from PIL import Image
+
+    deep = Image.fromarray(np.asarray(cell_image(3).convert("L"), dtype=np.uint16) * 257)
+    app = open_page("pages/classify.py")
+    app.file_uploader[0].set_value(("deep.png", encode(deep), "image/png"))
+    app.run()
+    assert not app.exception
+    assert app.metric[0].label == "Class"
+    assert [image.caption for element in app.get("image") for image in element.proto.imgs][-1] == "Original"
+
+
+def test_file_names_are_shown_as_text_not_markdown(served_model):
+    name = "[see](http://e.vil) :red[x] $x$ **b**.jpg"
+    app = open_page("pages/classify.py")
+    app.file_uploader[0].set_value(
+        [(name, b"not a picture", "image/jpeg"), ("cell.png", encode(cell_image(2)), "image/png")]
+    )
+    app.run()
+    assert not app.exception
+    escaped = r"\[see\]\(http\:\/\/e.vil\) \:red\[x\] \$x\$ \*\*b\*\*.jpg"
+    assert app.warning[0].value.startswith(f"**{escaped}**: This file is not a picture")
+
+
+def test_escaped_file_names_render_as_the_very_text():
+    from markdown_it import MarkdownIt
+    from markdown_it.common.utils import escapeHtml
+
+    from bloodcell import ui
+
+    markdown = MarkdownIt("commonmark").enable(["strikethrough", "table"])
+    names = ["[a](http://x).png", "![t](http://x/i.png)", "<b>x</b>.jpg", "*a* _b_ ~~c~~ `d`.png"]
+    names += ["&amp; \\ #1 +2 !x |y| {z}.tif", "cell-1.2_(copy).jpg"]
+    for name in names:
+        assert markdown.renderInline(ui.markdown_text(name)) == escapeHtml(name), name
+    assert ui.markdown_text("two\nlines.png") == "two lines.png"
+    assert ui.markdown_text("www.e.vil.png") == r"www\.e.vil.png"
+
+
+def test_a_damaged_run_elsewhere_is_skipped_with_a_note(served_model):
+    broken = stored_model("broken")
+    (broken.path / "run.json").write_text('{"id": "broken", "sta')  # cut short
+    app = open_page("pages/classify.py")
+    assert app.selectbox[0].options == [served_model.id]
+    assert any(broken.id in c.value and "left out" in c.value for c in app.caption)
+
+
+def test_a_damaged_default_model_falls_back_to_the_newest_good_one(served_model):
+    from bloodcell import runs
+
+    newest = stored_model("newest")
+    (served_model.path / runs.MODEL).write_bytes(b"damaged")
+    app = open_page("pages/classify.py")
+    app.file_uploader[0].set_value(("cell.png", encode(cell_image(3)), "image/png"))
+    app.run()
+    assert not app.exception
+    assert "fails its checksum" in app.warning[0].value and newest.id in app.warning[0].value
+    assert f"Answered by model run `{newest.id}`." in [c.value for c in app.caption]
+    assert app.metric[0].label == "Class"
+
+
+def test_a_default_naming_a_missing_run_falls_back_with_a_warning(served_model):
+    from bloodcell import runs
+
+    (runs.artifacts_dir() / "default").write_text("20200101-000000-gone\n")
+    app = open_page("pages/classify.py")
+    assert "20200101-000000-gone" in app.warning[0].value and "newest model serves" in app.warning[0].value
+    assert app.selectbox[0].options == [served_model.id]
+    app.file_uploader[0].set_value(("cell.png", encode(cell_image(3)), "image/png"))
+    app.run()
+    assert not app.exception and app.metric[0].label == "Class"
+
+
+def test_a_damaged_only_model_is_a_sentence_not_a_traceback(served_model):
+    from bloodcell import runs
+
+    (served_model.path / runs.MODEL).write_bytes(b"damaged")
+    app = open_page("pages/classify.py")
+    app.file_uploader[0].set_value(("cell.png", encode(cell_image(3)), "image/png"))
+    app.run()
+    assert not app.exception and not app.metric
+    assert "fails its checksum" in app.error[0].value and "No model can answer" in app.error[0].value

@@ -1,5 +1,6 @@
 """End to end in a real browser: Playwright drives Debian's chromium against `streamlit run app.py`."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,27 +34,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """The dashboard on a free localhost port, over a copy of the committed default run."""
-    base = tmp_path_factory.mktemp("browser")
-    artifacts = base / "artifacts"
-    default = runs.resolve(None)
-    shutil.copytree(
-        default.path, artifacts / "runs" / default.id, ignore=shutil.ignore_patterns("checkpoint.keras")
-    )
-    (artifacts / "default").write_text(default.id + "\n")
-    data = base / "tiny"
-    for k, name in enumerate(("lymphocyte", "platelet")):
-        (data / name).mkdir(parents=True)
-        for i in range(12):
-            cell_image(k, seed=i).save(data / name / f"{i}.png")
+@contextlib.contextmanager
+def dashboard(base: Path) -> Iterator[str]:
+    """`streamlit run app.py` on a free localhost port over the artifacts in `base`: its URL."""
     port = free_port()
     env = {
         **os.environ,
-        "BLOODCELL_ARTIFACTS": str(artifacts),
+        "BLOODCELL_ARTIFACTS": str(base / "artifacts"),
         "BLOODCELL_CACHE": str(base / "cache"),
-        "BLOODCELL_DATA": str(data),
+        "BLOODCELL_DATA": str(base / "tiny"),
     }
     server = subprocess.Popen(
         [
@@ -82,9 +72,36 @@ def served(tmp_path_factory):
                 break
         except OSError:
             time.sleep(0.5)
-    yield url, default
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    try:
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+def copy_default_run(base: Path) -> runs.Run:
+    """The committed default run, copied into `base`'s artifacts as their default."""
+    artifacts = base / "artifacts"
+    default = runs.resolve(None)
+    shutil.copytree(
+        default.path, artifacts / "runs" / default.id, ignore=shutil.ignore_patterns("checkpoint*.keras")
+    )
+    (artifacts / "default").write_text(default.id + "\n")
+    return default
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The dashboard on a free localhost port, over a copy of the committed default run."""
+    base = tmp_path_factory.mktemp("browser")
+    default = copy_default_run(base)
+    data = base / "tiny"
+    for k, name in enumerate(("lymphocyte", "platelet")):
+        (data / name).mkdir(parents=True)
+        for i in range(12):
+            cell_image(k, seed=i).save(data / name / f"{i}.png")
+    with dashboard(base) as url:
+        yield url, default
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +210,29 @@ def test_twenty_simultaneous_sessions_are_answered_by_one_model(served, browser,
     assert len(models) == 1, metrics
     for page in pages:
         page.context.close()
+
+
+NAVIGATION = ["Classify cells", "Results", "Training", "About"]
+
+
+@pytest.mark.parametrize(
+    "path, title",
+    [
+        ("/results", "Training results"),
+        ("/about", "About bloodcell"),
+        ("/train", "Train a model"),
+        ("/classify", "Classify blood cells"),  # the default page, whose address is /
+    ],
+)
+def test_a_first_visit_by_link_lands_inside_the_navigation(tmp_path, browser, path, title):
+    # a fresh server whose first visitor comes by a bookmark, before any visit to / has run app.py
+    copy_default_run(tmp_path)
+    with dashboard(tmp_path) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url + path)
+        page.get_by_role("heading", name=title).wait_for(timeout=60_000)
+        links = page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()
+        assert [text.split("\n")[-1].strip() for text in links] == NAVIGATION  # after each icon's name
+        assert page.url == url + ("/" if path == "/classify" else path)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.close()

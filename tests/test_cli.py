@@ -146,7 +146,7 @@ def test_every_training_option_is_on_the_command_line(env):
 def test_evaluate_scores_an_ensemble_on_the_test_split_its_models_share(tiny_dataset, artifacts, capsys):
     import numpy as np
 
-    from bloodcell import cli, datasets, evaluation, training
+    from bloodcell import cli, datasets, evaluation, tested, training
     from bloodcell.predictor import Classifier
 
     def trained(size: int, seed: int):
@@ -162,7 +162,7 @@ def test_evaluate_scores_an_ensemble_on_the_test_split_its_models_share(tiny_dat
     assert result["model"] == [small.id, large.id] and result["n"] == small.record["split"]["test"]
     assert result["model_ms_per_image"] > 0
 
-    dataset = cli._tested_images(datasets.discover(tiny_dataset), small)
+    dataset = tested.images(datasets.discover(tiny_dataset), small)
     classifiers = [Classifier(run) for run in (small, large)]
     mean = np.mean(
         [c.analyse(datasets.load_arrays(dataset, c.image_size, cache=False)[0])[0] for c in classifiers],

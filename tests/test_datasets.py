@@ -1,9 +1,10 @@
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from bloodcell import datasets
+from bloodcell import datasets, storage
 from bloodcell.classes import CLASSES, canonical_class
 from tests.conftest import POOL, cell_image, needs_pool
 
@@ -127,3 +128,47 @@ def test_streamed_images_are_the_in_memory_images(tiny_dataset, artifacts):
     order = [int(np.flatnonzero((arrays == image).all(axis=(1, 2, 3)))[0]) for image in shuffled]
     assert sorted(order) == list(range(len(arrays))) and order != list(range(len(arrays)))
     np.testing.assert_array_equal(labels, dataset.labels[order])  # each image keeps its label
+
+
+def test_the_array_cache_is_built_without_holding_the_images_twice(tiny_dataset, artifacts, monkeypatch):
+    import tracemalloc
+
+    data = datasets.discover(tiny_dataset)
+    unusable = data.files[5]
+
+    def decoded(file, size, framing):  # what the loader allocates for a picture, and nothing else
+        if file == unusable:
+            raise datasets.images.UnusableImage("damaged")
+        return np.full((size, size, 3), data.files.index(file) % 251, np.uint8)
+
+    monkeypatch.setattr(datasets.images, "load", decoded)
+    monkeypatch.setattr(datasets, "DECODE_CHUNK", 16, raising=False)
+    tracemalloc.start()
+    try:
+        x, ok = datasets.load_arrays(data, 64)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < x.nbytes / 2  # a chunk of decoded images, not a list of them stacked and zipped
+    assert x.shape == (len(data), 64, 64, 3) and ok.tolist() == [f != unusable for f in data.files]
+    assert all((x[i] == (i % 251 if ok[i] else 0)).all() for i in range(len(data)))
+    assert not [p for p in storage.cache_dir().iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_the_array_cache_keeps_the_most_recently_used_within_its_budget(tiny_dataset, artifacts, monkeypatch):
+    data = datasets.discover(tiny_dataset)
+    sizes = {size: len(data) * size * size * 3 for size in (32, 40, 48)}
+    monkeypatch.setattr(datasets, "CACHE_BYTES", sizes[40] + sizes[48] + 1000, raising=False)
+
+    def cached() -> set[int]:
+        return {int(p.stem.split("-")[-1]) for p in storage.cache_dir().glob("arrays-*")}
+
+    for size in (32, 40, 48):
+        datasets.load_arrays(data, size)
+    assert cached() == {40, 48}
+    datasets.load_arrays(data, 40)  # used again: now the most recent
+    datasets.load_arrays(data, 32)
+    assert cached() == {32, 40}
+    with pytest.raises(datasets.DatasetError, match="free"):
+        monkeypatch.setattr(datasets.shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
+        datasets.load_arrays(data, 56)

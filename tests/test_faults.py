@@ -50,7 +50,7 @@ def test_sigkill_leaves_an_interrupted_run_that_resumes(tiny_dataset, artifacts)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
 
-    assert run.status == "interrupted"
+    assert run.status == "interrupted" and run.checkpoint_path.is_file()  # the one its record names
     assert not (run.path / "metrics.json").exists() and not run.has_model
     assert (earlier.path / "run.json").read_bytes() == before
     listed = subprocess.run(

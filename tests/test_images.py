@@ -1,8 +1,9 @@
 import io
+import struct
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from bloodcell import images
 from bloodcell.images import UnusableImage, read_image
@@ -100,3 +101,71 @@ def test_resize_gives_the_model_input():
     rgb = read_image(encode(cell_image(0, size=100)))
     assert images.resize(rgb, 32).shape == (32, 32, 3)
     assert images.load(io.BytesIO(encode(cell_image(0))).getvalue(), 48).shape == (48, 48, 3)
+
+
+def exif_with(*fields: tuple[int, int, int, bytes]) -> bytes:
+    """Raw EXIF (little-endian TIFF structure, one IFD) holding exactly `fields`, however odd."""
+    ifd = struct.pack("<H", len(fields)) + b"".join(struct.pack("<HHI", *f[:3]) + f[3] for f in fields)
+    return b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+
+
+def test_malformed_exif_costs_the_turn_never_the_picture():
+    picture = Image.new("RGB", (60, 40), (255, 255, 255))
+    picture.paste((255, 0, 0), (0, 0, 10, 40))  # red stripe on the left
+    turn = (0x0112, 3, 1, struct.pack("<HH", 6, 0))
+    # a short tag stored as a long too large for it: Pillow cannot write this EXIF back
+    unit_too_large = (0x0128, 4, 1, struct.pack("<I", 100_000))
+    rgb = read_image(encode(picture, "JPEG", exif=exif_with(turn, unit_too_large), quality=95))
+    assert rgb.shape == (60, 40, 3) and rgb[2, 20, 0] > 200 and rgb[2, 20, 1] < 60
+    garbage = b"Exif\x00\x00MM\x00*" + bytes(range(200))
+    assert read_image(encode(picture, "JPEG", exif=garbage)).shape == (40, 60, 3)
+
+
+def test_any_decoder_failure_is_a_sentence(monkeypatch):
+    def broken(self):
+        raise TypeError("a decoder bug")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", broken)
+    with pytest.raises(UnusableImage, match="damaged or incomplete"):
+        read_image(encode(cell_image(1, size=64)))
+
+
+def test_float_pictures_in_8_bit_range_keep_their_values():
+    values = np.asarray(cell_image(3, size=64).convert("L"), dtype=np.float32)
+    rgb = read_image(encode(Image.fromarray(values), "TIFF"))
+    assert np.array_equal(rgb[..., 0], values.astype(np.uint8))
+    unit = read_image(encode(Image.fromarray(values / 255.0), "TIFF"))
+    assert np.abs(unit[..., 0].astype(int) - values).max() <= 1
+
+
+@pytest.mark.parametrize(("bits", "fmt"), [(12, "PNG"), (12, "TIFF"), (10, "PNG"), (14, "TIFF")])
+def test_deep_grey_is_scaled_from_its_bit_depth(bits, fmt):
+    top = 2**bits - 1
+    values = np.zeros((40, 40), np.uint16)
+    values[:, 20:] = top
+    values[:, 10:20] = top // 2
+    rgb = read_image(encode(Image.fromarray(values), fmt))
+    assert tuple(rgb[0, [0, 15, 30], 0]) == (0, 127, 255)
+
+
+def test_a_12_megapixel_field_is_read_and_a_larger_picture_refused():
+    field = encode(Image.new("L", (4032, 3024), 128), "JPEG")
+    assert read_image(field).shape == (3024, 4032, 3)
+    with pytest.raises(UnusableImage, match=r"too large .*12-megapixel camera"):
+        read_image(encode(Image.new("L", (4100, 4100)), optimize=True))
+
+
+def test_large_jpeg_decoded_small_only_where_the_model_input_is_small():
+    big = encode(cell_image(4, size=1200, seed=2), "JPEG", quality=92)
+    full = read_image(big)
+    half = read_image(big, at_least=500)
+    assert full.shape == (1200, 1200, 3) and half.shape == (600, 600, 3)
+    quarter = read_image(big, at_least=100)
+    assert quarter.shape == (300, 300, 3)  # never 1/8: its colours stray at edges
+    x = images.load(big, 64)
+    assert np.array_equal(x, images.resize(quarter, 64))
+    assert np.abs(x.astype(int) - images.resize(full, 64)).max() <= 4
+    # a framed cell is cut from the picture at its own resolution: no reduced decoding
+    assert np.array_equal(images.load(big, 64, framing=True), images.prepare(full, 64, framing=True)[0])
+    small = encode(cell_image(4, size=360), "JPEG")
+    assert np.array_equal(images.load(small, 120), images.resize(read_image(small), 120))

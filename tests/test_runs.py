@@ -1,7 +1,9 @@
 import os
 import subprocess
 import sys
+import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -83,3 +85,60 @@ def test_unwritable_artifacts_folder_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("BLOODCELL_ARTIFACTS", str(blocker))
     with pytest.raises(storage.StorageError, match="writable"):
         runs.create("nowhere", {})
+
+
+def test_a_reused_pid_does_not_keep_a_run_running(artifacts):
+    stranger = subprocess.Popen(["sleep", "120"])
+    try:
+        run = runs.create("crashed", {})
+        assert run.status == "running"  # this process, as recorded by create
+        # the record of a process that died an hour ago; its pid is now another process's
+        run.update(pid=stranger.pid, pid_start=None, started=time.time() - 3600)
+        assert run.status == "interrupted"
+        identity = runs.process_identity(stranger.pid)
+        run.update(**{**identity, "pid_start": identity["pid_start"] + 1})
+        assert run.status == "interrupted"
+        run.update(**identity)
+        assert run.status == "running"
+        run.update(boot_id="another-boot")
+        assert run.status == "interrupted"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_long_name_still_gives_valid_ids_when_suffixed(artifacts, monkeypatch):
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-120000")
+    name = "x" * (120 - len("20260101-120000-"))  # the longest id that passes, before any suffix
+    made = [runs.create(name, {}) for _ in range(3)]
+    assert sorted(run.id for run in runs.all_runs()) == sorted(run.id for run in made)
+    made.append(runs.create("y" * 300, {}))  # cut to fit, not refused
+    assert len({run.id for run in made}) == 4 and len(runs.all_runs()) == 4
+    assert all(runs.get(run.id).path == run.path for run in made)
+
+
+def test_an_interrupted_checkpoint_leaves_the_previous_one_resumable(artifacts, monkeypatch):
+    model = _model()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    run = runs.create("checkpointed", {})
+    run.save_checkpoint(model, 1, [{"epoch": 1, "loss": 2.0}], 10.0)
+    first = model.get_weights()
+    model.set_weights([w + 1 for w in first])
+
+    def killed(self, **fields):
+        raise KeyboardInterrupt  # the process is killed between saving the file and recording it
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runs.Run, "update", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run.save_checkpoint(model, 2, [], 20.0)
+    loaded, epoch, curves = run.load_checkpoint()
+    assert epoch == 1 and curves == [{"epoch": 1, "loss": 2.0}]
+    for saved, original in zip(loaded.get_weights(), first, strict=True):
+        np.testing.assert_array_equal(saved, original)
+
+    run.save_checkpoint(model, 3, [], 30.0)
+    assert run.load_checkpoint()[1] == 3
+    assert [p.name for p in run.path.glob("checkpoint*.keras")] == [run.checkpoint_path.name]
+    assert isinstance(run.load_checkpoint()[0].optimizer, keras.optimizers.Adam)

@@ -1,6 +1,11 @@
 """Training options on generated data: SMOTE, class weights, SupCon, cross-validation."""
 
+import dataclasses
+import hashlib
 import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -219,3 +224,104 @@ def test_split_seed_keeps_the_split_while_the_seed_changes_the_model(tiny_datase
     assert same_split.record["config"]["split_seed"] == 0 and other_split.record["config"]["split_seed"] == 1
     logits = [run.predictions()["logits"] for run in (first, same_split)]
     assert not np.allclose(*logits)
+
+
+def test_training_options_are_bounded_to_what_the_machine_holds():
+    with pytest.raises(ValueError, match="choose at most 320 px"):
+        TrainConfig(arch="cnn", data="data", image_size=512)
+    with pytest.raises(ValueError, match="batch size between 1 and 256"):
+        TrainConfig(arch="cnn", data="data", batch_size=1024)
+    assert max(arch.input_size for arch in archs.REGISTRY.values()) <= training.MAX_IMAGE_SIZE
+    assert TrainConfig(arch="hybrid", data="data").image_size == 299
+
+
+def test_the_time_left_is_estimated_after_warm_up_only(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(training, "time", SimpleNamespace(time=lambda: clock[0]))
+    written = []
+    run = SimpleNamespace(write_json=lambda name, value: written.append(value))
+    progress = training.Progress(run, steps=10, epochs=5, log=lambda line: None)
+    progress.on_epoch_begin(0)
+    clock[0] = 120.0  # the first batch traces and compiles the model
+    progress.on_train_batch_end(0)
+    assert written[-1]["remaining"] is None  # not 120 s for a fiftieth of the run: 98 min
+    for epoch, batch in [(0, b) for b in range(1, 10)] + [(1, b) for b in range(4)]:
+        progress.on_epoch_begin(epoch)
+        clock[0] += 1.0  # then a second a batch
+        progress.on_train_batch_end(batch)
+    done = written[-1]["epoch"] - 1 + written[-1]["batch"] / 10
+    assert written[-1]["remaining"] == pytest.approx((5 - done) * 10 * 1.0)  # batches left x 1 s
+    assert [w["remaining"] for w in written[:-1]].count(None) >= 3
+
+
+@pytest.fixture
+def stored_run(tiny_dataset, artifacts):
+    """A finished, served 32 px run on the tiny dataset, with a placeholder calibration."""
+    dataset = datasets.discover(tiny_dataset)
+    config = TrainConfig(arch="cnn", data=str(tiny_dataset), image_size=32, batch_size=16)
+    split = datasets.split(dataset, config.test_fraction, config.val_fraction, config.split_seed)
+    run = runs.create(
+        "stored",
+        {
+            "config": dataclasses.asdict(config),
+            "classes": list(dataset.classes),
+            "image_size": 32,
+            "split": {k: len(v) for k, v in dataclasses.asdict(split).items()},
+        },
+    )
+    run.save_model(archs.build("cnn", len(dataset.classes), input_size=32))
+    run.write_predictions(
+        files=np.array([str(dataset.files[i].relative_to(dataset.root)) for i in split.test])
+    )
+    run.write_trust({"temperature": 7.0}, {"placeholder": np.zeros(1)})
+    run.update(status="finished", temperature=7.0)
+    return run
+
+
+def test_rescore_switches_the_model_and_its_calibration_at_once(stored_run, monkeypatch):
+    run = stored_run
+    before = {
+        name: (run.path / name).read_bytes() for name in ("model.keras", "calibration.json", "trust.npz")
+    }
+
+    def better_statistics(model, *args):
+        model.set_weights([w * 1.1 for w in model.get_weights()])
+        return 0.5, 0.6  # validation accuracy rose: the new weights are kept
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process is killed after the new weights, before their calibration
+
+    monkeypatch.setattr(training, "precise_batchnorm", better_statistics)
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "fit_trust", killed)
+        with pytest.raises(KeyboardInterrupt):
+            training.rescore(run, log=lambda line: None)
+    assert {name: (run.path / name).read_bytes() for name in before} == before
+    assert run.record["temperature"] == 7.0 and run.metrics is None
+    served = run.serving_digest()
+    assert not list(run.path.glob(".staged-*"))
+
+    replace = os.replace
+
+    def killed_while_moving(source, target):
+        if Path(source).name.startswith(runs.STAGED):
+            raise KeyboardInterrupt  # killed after the switch was recorded, with its files half moved
+        replace(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", killed_while_moving)
+        with pytest.raises(KeyboardInterrupt):
+            training.rescore(run, log=lambda line: None)
+    reader = runs.get(run.id)  # what a page or the command line loads now: the new set, whole
+    record = reader.record
+    assert record["model_sha256"] != hashlib.sha256(before["model.keras"]).hexdigest()
+    assert reader.load_model() is not None  # its checksum matches the record
+    assert reader.calibration["temperature"] == record["temperature"] != 7.0
+    assert "placeholder" not in reader.familiarity() and reader.metrics["n"] == record["split"]["test"]
+    switched = reader.serving_digest()
+    assert switched != served
+
+    with reader.staged():  # the next writer finishes the switch
+        pass
+    assert "switching" not in reader.record and not list(run.path.glob(".staged-*"))
+    assert reader.serving_digest() == switched and reader.load_model() is not None
