@@ -188,12 +188,25 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per image, one a line")
     predict.add_argument("--bfloat16", action="store_true", help=BFLOAT16_HELP)
     predict.add_argument(
+        "--fields",
+        action="store_true",
+        help="the images are microscope fields: answer every cell found, with its box",
+    )
+    predict.add_argument(
         "--adapt",
         action="store_true",
         help="the images are cells of one laboratory (at least 20): adapt the model to them first, "
         "without labels (its BatchNorm statistics)",
     )
     predict.set_defaults(command=_predict)
+
+    detect = sub.add_parser(
+        "detect", help="field mode against annotated fields: white-cell recall, precision, time (JSON)"
+    )
+    detect.add_argument("--data", required=True, help="pictures with Pascal VOC .xml files of the same name")
+    detect.add_argument("--model", help="run id or run directory (default: the default model)")
+    detect.add_argument("--out", help="also write the JSON here")
+    detect.set_defaults(command=_detect)
 
     adapt = sub.add_parser("adapt", help="adapt a model to a laboratory from its labelled cells; a new run")
     adapt.add_argument(
@@ -363,17 +376,41 @@ def _predict(args) -> int:
     from bloodcell.predictor import Classifier
 
     classifier = Classifier.load(args.model, args.bfloat16)
-    answers = classifier.predict([(path, path) for path in args.images], adapt=args.adapt)
+    sources = [(path, path) for path in args.images]
+    if args.fields:
+        if args.adapt:
+            raise ValueError("--adapt answers single cells; leave it out with --fields.")
+        fields = classifier.predict_fields(sources)
+        for field in fields:
+            if args.json:
+                print("\n".join(json.dumps(line) for line in field.lines()))
+            elif field.error:
+                print(f"{field.file}: {field.error}")
+            else:
+                print(f"{field.file}: {len(field.cells)} cells, {field.platelets} platelets")
+                for n, cell in enumerate(field.cells, start=1):
+                    print(f"  {n}. {cell.box}: {_said(cell)}")
+        return 2 if any(f.error for f in fields) else 0
+    answers = classifier.predict(sources, adapt=args.adapt)
     for answer in answers:
         if args.json:
             print(json.dumps(answer.as_dict()))
         elif answer.error:
             print(f"{answer.file}: {answer.error}")
         else:
-            print(
-                f"{answer.file}: {answer.label} ({answer.probabilities[answer.label]:.1%}, {answer.status})"
-            )
+            print(f"{answer.file}: {_said(answer)}" + (f" ({answer.note})" if answer.note else ""))
     return 2 if any(a.error for a in answers) else 0
+
+
+def _said(answer) -> str:
+    return f"{answer.label} ({answer.probabilities[answer.label]:.1%}, {answer.status})"
+
+
+def _detect(args) -> int:
+    from bloodcell import detection
+    from bloodcell.predictor import Classifier
+
+    return _report(detection.measure(args.data, Classifier.load(args.model)), args.out)
 
 
 def _adapt(args) -> int:

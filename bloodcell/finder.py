@@ -28,6 +28,14 @@ BACKGROUND = (255.0, 230.0, 204.0)
 MIN_STAIN = 0.15
 # One object over this share of the picture is red cells and nuclei run together, not a cell.
 MAX_SHARE = 0.4
+# A nucleated cell's stained part covers at least this share of a red cell's area (as estimated
+# by `red_cell_area`).
+NUCLEUS_SHARE = 0.6
+MIN_PLATELET = 2  # work pixels
+# A field, not one cell's picture: a camera's frame (4:3 or wider; cell pictures are cut square),
+# or this many nucleated cells (a cell's picture may show a neighbour's edge as well).
+FIELD_ASPECT = 1.2
+FIELD_CELLS = 3
 MIN_AREA = 12  # work pixels: smaller specks are dust or noise, not a cell
 VERSION = 2  # bump when framing changes: cached inputs and trained models depend on it
 
@@ -53,6 +61,61 @@ def stain(rgb: np.ndarray) -> np.ndarray:
 def find(rgb: np.ndarray) -> Cell | None:
     """The cell of interest in an RGB picture, or None where no stained object is found."""
     small, scale = _work_copy(rgb)
+    objects = _stained_objects(small)
+    if objects is None:
+        return None
+    mask, labels, areas = objects
+    index = np.arange(1, len(areas) + 1)
+    centres = np.array(ndimage.center_of_mass(mask, labels, index=index))
+    middle = np.array([(small.shape[0] - 1) / 2, (small.shape[1] - 1) / 2])
+    distance = np.hypot(*(centres - middle).T)
+    candidates = np.flatnonzero(areas >= max(MIN_AREA, 0.25 * areas.max()))
+    chosen = candidates[np.argmin(distance[candidates])]
+    return _cell(ndimage.find_objects(labels)[chosen], scale)
+
+
+@dataclass(frozen=True)
+class Field:
+    """What a picture holds: its nucleated cells (white cells and erythroblasts), the platelets
+    counted apart, and whether it is a microscope field rather than one cell's picture."""
+
+    cells: tuple[Cell, ...]
+    platelets: int
+    is_field: bool
+
+
+def survey(rgb: np.ndarray) -> Field:
+    """Every nucleated cell of a picture, told from platelets by size against the red cells
+    around them (a white cell's nucleus covers most of a red cell's area; a platelet a tenth)."""
+    small, scale = _work_copy(rgb)
+    objects = _stained_objects(small)
+    red = red_cell_area(small)
+    height, width = rgb.shape[:2]
+    wide = max(height, width) >= FIELD_ASPECT * min(height, width)
+    if objects is None:
+        return Field((), 0, wide)
+    _, labels, areas = objects
+    # and, against a poor estimate of the red cells, at least a fifth of the largest nucleus
+    nucleated = areas >= max(MIN_AREA, NUCLEUS_SHARE * red, 0.2 * areas.max())
+    slices = ndimage.find_objects(labels)
+    cells = tuple(_cell(slices[i], scale) for i in np.flatnonzero(nucleated))
+    platelets = int(((areas >= MIN_PLATELET) & ~nucleated).sum())
+    return Field(cells, platelets, wide or len(cells) >= FIELD_CELLS)
+
+
+def red_cell_area(small: np.ndarray) -> float:
+    """The typical red cell's area in pixels of `small`: from the distance of each cell's
+    centre to its edge (pale centres filled), the median over the cells."""
+    grey = small.astype(np.float32).mean(axis=-1)
+    cells = ndimage.binary_fill_holes(grey < threshold_otsu(grey))
+    distance = ndimage.distance_transform_edt(cells)
+    peaks = (distance == ndimage.maximum_filter(distance, size=5)) & (distance > 2)
+    radius = float(np.median(distance[peaks])) if peaks.any() else min(small.shape[:2]) / 4
+    return np.pi * radius**2
+
+
+def _stained_objects(small: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(stained mask, object labels, object areas) of a work copy; None where nothing is stained."""
     purple = ndimage.gaussian_filter(stain(small), 1.0)
     if np.percentile(purple, 99.5) < MIN_STAIN:
         return None
@@ -70,12 +133,11 @@ def find(rgb: np.ndarray) -> Cell | None:
     areas = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
     if count == 0 or areas.max() < MIN_AREA:
         return None
-    centres = np.array(ndimage.center_of_mass(mask, labels, index=np.arange(1, count + 1)))
-    middle = np.array([(small.shape[0] - 1) / 2, (small.shape[1] - 1) / 2])
-    distance = np.hypot(*(centres - middle).T)
-    candidates = np.flatnonzero(areas >= max(MIN_AREA, 0.25 * areas.max()))
-    chosen = candidates[np.argmin(distance[candidates])] + 1
-    rows, cols = ndimage.find_objects(labels)[chosen - 1]
+    return mask, labels, areas
+
+
+def _cell(where: tuple[slice, slice], scale: float) -> Cell:
+    rows, cols = where
     box = (cols.start / scale, rows.start / scale, cols.stop / scale, rows.stop / scale)
     return Cell(tuple(round(v) for v in box), _frame(box))
 
@@ -119,15 +181,27 @@ def white_balance(rgb: np.ndarray, picture: np.ndarray | None = None) -> np.ndar
     """Scale each channel of `rgb` so that the background of `picture` (default: `rgb`; its
     95th percentile) takes the training pictures' background colour: another lamp, camera or
     stain bath looks alike."""
-    bright = _background(rgb if picture is None else picture)
-    gain = np.array(BACKGROUND, np.float32) / np.maximum(bright, 1.0)
+    return _balanced(rgb, _gain(rgb if picture is None else picture))
+
+
+def _gain(picture: np.ndarray) -> np.ndarray:
+    return np.array(BACKGROUND, np.float32) / np.maximum(_background(picture), 1.0)
+
+
+def _balanced(rgb: np.ndarray, gain: np.ndarray) -> np.ndarray:
     return np.clip(rgb * gain + 0.5, 0, 255).astype(np.uint8)
+
+
+def frames(rgb: np.ndarray, cells: tuple[Cell, ...], size: int) -> np.ndarray:
+    """Each of `cells` of a picture framed and white-balanced at size x size (N, size, size, 3)."""
+    if not cells:
+        return np.zeros((0, size, size, 3), np.uint8)
+    gain = _gain(rgb)
+    return np.stack([_balanced(crop(rgb, cell.frame, size), gain) for cell in cells])
 
 
 def framed(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Cell] | None:
     """The cell of interest framed, white-balanced, at size x size, with where it was found;
     None where the picture shows no stained cell."""
     cell = find(rgb)
-    if cell is None:
-        return None
-    return white_balance(crop(rgb, cell.frame, size), rgb), cell
+    return None if cell is None else (frames(rgb, (cell,), size)[0], cell)

@@ -116,11 +116,19 @@ def resize_to(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def load(source: bytes | str | Path, size: int, framing: bool = False) -> np.ndarray:
     """Read an image and bring it to the model's input (see `prepare`): the one path of training,
-    evaluation and serving, so all of them see the same pixels.
+    evaluation and serving, so all of them see the same pixels."""
+    return load_picture(source, size, framing)[0]
+
+
+def load_picture(
+    source: bytes | str | Path, size: int, framing: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's input of an image (as `load`) and the decoded picture it came from.
 
     A whole picture shrunk to the input may be decoded small (`read_image`'s `at_least`); a
     framed cell needs the picture's own resolution around it."""
-    return prepare(read_image(source, None if framing else DRAFT_MARGIN * size), size, framing)[0]
+    rgb = read_image(source, None if framing else DRAFT_MARGIN * size)
+    return prepare(rgb, size, framing)[0], rgb
 
 
 def prepare(rgb: np.ndarray, size: int, framing: bool = False) -> tuple[np.ndarray, finder.Cell | None]:

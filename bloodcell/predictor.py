@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bloodcell import images, runs, trust
+from bloodcell import finder, images, runs, trust
 
 REVIEW_BELOW = 0.9
 # Fewest cells of one laboratory whose statistics stand in for the training pictures'
@@ -16,23 +16,52 @@ MIN_LAB_CELLS = 20
 MAX_LAB_CELLS = 512  # more add nothing to the statistics but memory
 
 
+FIELD_NOTE = (
+    "This picture looks like a microscope field with several cells, not one cell's picture: "
+    "the cell nearest the centre was answered; use field mode to answer every cell."
+)
+
+
 @dataclass
 class Prediction:
+    """One answer: a picture's cell, or (with `box`) one cell of a field."""
+
     file: str
     label: str | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
     status: str | None = None
     error: str | None = None
+    box: tuple[int, int, int, int] | None = None
+    note: str | None = None
 
     def as_dict(self) -> dict:
         if self.error is not None:
             return {"file": self.file, "error": self.error}
-        return {
-            "file": self.file,
-            "label": self.label,
-            "probabilities": self.probabilities,
-            "status": self.status,
-        }
+        answer = {"file": self.file}
+        if self.box is not None:
+            answer["box"] = list(self.box)
+        answer |= {"label": self.label, "probabilities": self.probabilities, "status": self.status}
+        return answer | ({"note": self.note} if self.note else {})
+
+
+@dataclass
+class FieldAnswer:
+    """A microscope field: every nucleated cell found, each answered, and the platelets counted."""
+
+    file: str
+    cells: list[Prediction] = field(default_factory=list)
+    platelets: int = 0
+    error: str | None = None
+
+    def answers(self) -> list[Prediction]:
+        """Its cells' answers, or its error as an answer (for reports that list every file)."""
+        return [Prediction(self.file, error=self.error)] if self.error is not None else self.cells
+
+    def lines(self) -> list[dict]:
+        """The command line's JSON objects: one per cell, or one saying none was found."""
+        if self.error is not None:
+            return [{"file": self.file, "error": self.error}]
+        return [cell.as_dict() for cell in self.cells] or [{"file": self.file, "cells": 0}]
 
 
 def dihedral(batch: np.ndarray) -> list[np.ndarray]:
@@ -153,7 +182,9 @@ class Classifier:
         return trust.status(probabilities, distance, self.review_below, familiar_below)
 
     def predict(self, sources: list[tuple[str, bytes | str | Path]], adapt: bool = False) -> list[Prediction]:
-        """Answer each (name, image bytes or path); an unusable image gets its own error.
+        """Answer each (name, image bytes or path); an unusable image gets its own error. A
+        picture that looks like a microscope field is never answered `confident`: its answer
+        is the cell nearest the centre, held for review with a note.
 
         With `adapt`, the pictures are taken as cells of one laboratory and the model is first
         adapted to them (`adapted`; at least `MIN_LAB_CELLS` usable pictures)."""
@@ -161,20 +192,51 @@ class Classifier:
         arrays, where = [], []
         for i, (_, source) in enumerate(sources):
             try:
-                arrays.append(self.inputs(source))
-                where.append(i)
+                x, rgb = images.load_picture(source, self.image_size, self.framing)
             except images.UnusableImage as error:
                 answers[i].error = str(error)
+                continue
+            arrays.append(x)
+            where.append(i)
+            if finder.survey(rgb).is_field:
+                answers[i].note = FIELD_NOTE
         answering = self.adapted(np.stack(arrays) if arrays else np.zeros(0)) if adapt else self
         if arrays:
-            probabilities, distance = answering.analyse(np.stack(arrays))
-            for i, p, status in zip(
-                where, probabilities, answering.statuses(probabilities, distance), strict=True
-            ):
-                answers[i].label = self.classes[int(p.argmax())]
-                answers[i].probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
-                answers[i].status = status
+            answering._answer([answers[i] for i in where], np.stack(arrays))
+        for answer in answers:
+            if answer.note and answer.status == "confident":
+                answer.status = "review"
         return answers
+
+    def predict_fields(self, sources: list[tuple[str, bytes | str | Path]]) -> list[FieldAnswer]:
+        """Answer every nucleated cell of each microscope field (name, image bytes or path),
+        each framed as the model expects; an unusable picture gets its own error."""
+        fields = [FieldAnswer(name) for name, _ in sources]
+        crops, cells = [], []
+        for answer, (name, source) in zip(fields, sources, strict=True):
+            try:
+                rgb = images.read_image(source)
+            except images.UnusableImage as error:
+                answer.error = str(error)
+                continue
+            found = finder.survey(rgb)
+            answer.platelets = found.platelets
+            answer.cells = [Prediction(name, box=cell.box) for cell in found.cells]
+            crops.append(finder.frames(rgb, found.cells, self.image_size))
+            cells += answer.cells
+        if cells:
+            self._answer(cells, np.concatenate(crops))
+        return fields
+
+    def _answer(self, answers: list[Prediction], x: np.ndarray) -> None:
+        """Fill in class, probabilities and status of `answers` from their model inputs `x`."""
+        probabilities, distance = self.analyse(x)
+        for answer, p, status in zip(
+            answers, probabilities, self.statuses(probabilities, distance), strict=True
+        ):
+            answer.label = self.classes[int(p.argmax())]
+            answer.probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
+            answer.status = status
 
     def heat_map(self, source: bytes | str | Path, class_name: str, display: int = 320) -> np.ndarray:
         """The original picture (at most `display` px) with a Grad-CAM heat map of `class_name`

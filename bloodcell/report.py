@@ -12,9 +12,10 @@ from bloodcell.predictor import Prediction
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def differential(answers: list[Prediction]) -> dict:
+def differential(answers: list[Prediction], field_platelets: int = 0) -> dict:
     """Per cent of white cells per class, erythroblasts per 100 white cells and platelets counted
-    apart, from the confidently classified cells only; the others are listed for review."""
+    apart, from the confidently classified cells only; the others are listed for review.
+    `field_platelets`: platelets counted in microscope fields, beside those answered as cells."""
     counted = [a for a in answers if a.error is None and a.status == "confident"]
     review = [a.file for a in answers if a.error is None and a.status != "confident"]
     counts = Counter(a.label for a in counted)
@@ -25,19 +26,20 @@ def differential(answers: list[Prediction]) -> dict:
         "white_counts": {c: counts[c] for c in WHITE_CELLS},
         "erythroblasts": counts["erythroblast"],
         "erythroblasts_per_100_white": 100.0 * counts["erythroblast"] / white if white else None,
-        "platelets": counts["platelet"],
+        "platelets": counts["platelet"] + field_platelets,
         "for_review": review,
         "unusable": [a.file for a in answers if a.error is not None],
     }
 
 
 def cells_csv(answers: list[Prediction], run_id: str) -> str:
-    """One row per file: class, confidence, status and every class probability, or the error,
-    and the model run that answered."""
-    rows = [["file", "class", "confidence", "status", *CLASSES, "error", "model run"]]
+    """One row per file (per cell of a field, with its box): class, confidence, status and every
+    class probability, or the error, and the model run that answered."""
+    rows = [["file", "class", "confidence", "status", *CLASSES, "error", "model run", "box in field"]]
     for a in answers:
+        box = " ".join(map(str, a.box)) if a.box else ""
         if a.error:
-            rows.append([a.file, "", "", "unusable", *([""] * len(CLASSES)), a.error, run_id])
+            rows.append([a.file, "", "", "unusable", *([""] * len(CLASSES)), a.error, run_id, box])
         else:
             p = a.probabilities
             rows.append(
@@ -49,6 +51,7 @@ def cells_csv(answers: list[Prediction], run_id: str) -> str:
                     *(f"{p.get(c, 0.0):.4f}" for c in CLASSES),
                     "",
                     run_id,
+                    box,
                 ]
             )
     return _csv(rows)

@@ -12,12 +12,23 @@ import streamlit as st
 from PIL import Image
 
 from bloodcell import images, runs
-from bloodcell.predictor import Classifier, Prediction
+from bloodcell.predictor import Classifier, FieldAnswer, Prediction
 
 # Pictures answered per batch: a 200-cell differential fits with room to spare, and the page
 # answers within a minute on a laptop's CPU.
 MAX_FILES = 300
 DISPLAY_SIDE = 320  # pixels on the longer side of a picture shown on a page
+# Box colours of the cells of a field, one per class (Okabe-Ito, told apart by colour-blind eyes).
+CLASS_COLOURS = {
+    "basophil": "#000000",
+    "eosinophil": "#E69F00",
+    "erythroblast": "#CC79A7",
+    "ig": "#D55E00",
+    "lymphocyte": "#0072B2",
+    "monocyte": "#009E73",
+    "neutrophil": "#56B4E9",
+    "platelet": "#F0E442",
+}
 # ASCII punctuation that Markdown, Streamlit's directives (:red[...]) and LaTeX ($) may read
 # inside a line, and the dot of "www." (a link by itself in GitHub-flavoured Markdown); "." "-"
 # and "," start nothing mid-line, so common file names stay readable in the page's source.
@@ -143,6 +154,66 @@ def _answers(
         except ValueError as error:  # too few usable cells to stand for a laboratory
             return model.predict(sources), str(error)
     return model.predict(sources), None
+
+
+def is_field(data: bytes) -> bool:
+    """Whether an uploaded picture is a microscope field rather than one cell's (`finder.survey`);
+    False for a picture that cannot be read (its answer says why)."""
+    return _is_field(_digest(data), data)
+
+
+@st.cache_data(max_entries=4 * MAX_FILES, show_spinner=False)
+def _is_field(digest: str, _data: bytes) -> bool:
+    from bloodcell import finder
+
+    try:
+        return finder.survey(images.read_image(_data)).is_field
+    except images.UnusableImage:
+        return False
+
+
+def fields(model: Classifier, files: list[tuple[str, bytes]]) -> list[FieldAnswer]:
+    """`model`'s answers to every cell of each microscope field (name, image bytes), cached like
+    `answers`; each cell's file reads "name #n", its number on the drawn field."""
+    return _fields(
+        model.run.id,
+        model.run.serving_digest(),
+        tuple(name for name, _ in files),
+        tuple(_digest(data) for _, data in files),
+        tuple(data for _, data in files),
+    )
+
+
+@st.cache_data(max_entries=16, show_spinner="Finding and classifying the cells…")
+def _fields(
+    run_id: str,
+    serving_digest: str,
+    names: tuple[str, ...],
+    digests: tuple[str, ...],
+    _data: tuple[bytes, ...],
+) -> list[FieldAnswer]:
+    answers = _classifier(run_id, serving_digest).predict_fields(list(zip(names, _data, strict=True)))
+    for answer in answers:
+        for n, cell in enumerate(answer.cells, start=1):
+            cell.file = f"{answer.file} #{n}"
+    return answers
+
+
+def field_picture(data: bytes, answer: FieldAnswer) -> np.ndarray:
+    """The field with each cell's box, numbered and coloured by its class, at most
+    `DISPLAY_SIDE` * 2 pixels on its longer side."""
+    from PIL import ImageDraw
+
+    rgb = images.read_image(data)
+    scale = min(1.0, 2 * DISPLAY_SIDE / max(rgb.shape[:2]))
+    shown = Image.fromarray(rgb).resize((round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)))
+    draw = ImageDraw.Draw(shown)
+    for n, cell in enumerate(answer.cells, start=1):
+        box = [round(v * scale) for v in cell.box]
+        colour = CLASS_COLOURS[cell.label]
+        draw.rectangle(box, outline=colour, width=3)
+        draw.text((box[0] + 4, box[1] + 2), str(n), fill=colour)
+    return np.asarray(shown)
 
 
 def heat_map(model: Classifier, data: bytes, class_name: str) -> np.ndarray:

@@ -30,7 +30,7 @@ if choices.warning:
     st.warning(choices.warning)
 wanted = ui.chosen("Model", choices.ids, "classify_model", help="The first entry is the default model.")
 uploads = st.file_uploader(
-    "Cell images (one cell per image)",
+    "Pictures: single cells, or microscope fields with many cells",
     type=[e.lstrip(".") for e in images.EXTENSIONS],
     accept_multiple_files=True,
 )
@@ -43,6 +43,22 @@ if len(uploads) > ui.MAX_FILES:
         f"Please upload the other {len(uploads) - ui.MAX_FILES} as another batch."
     )
 files = [(f.name, f.getvalue()) for f in uploads[: ui.MAX_FILES]]
+mode = st.radio(
+    "Pictures are",
+    ["decided per picture", "single cells", "microscope fields"],
+    horizontal=True,
+    help="A field (a camera's frame, or a picture with three or more white cells) gets every cell "
+    "found, classified and counted; a single cell's picture gets its cell nearest the centre.",
+)
+as_field = [
+    mode == "microscope fields" or (mode == "decided per picture" and ui.is_field(data)) for _, data in files
+]
+field_files = [f for f, field in zip(files, as_field, strict=True) if field]
+files = [f for f, field in zip(files, as_field, strict=True) if not field]
+st.caption(
+    f"Answered as single cells: {len(files)}; as microscope fields: {len(field_files)}"
+    + (" (decided per picture; choose above to override)." if mode == "decided per picture" else ".")
+)
 
 adapt = st.toggle(
     "These cells all come from one laboratory: adapt to its stain and camera first",
@@ -58,17 +74,45 @@ except runs.RunError as error:
 run_id = classifier.run.id
 if failures:
     st.warning(f"{' '.join(failures)} The answers below come from model run {run_id} instead.")
-answers, not_adapted = ui.answers(classifier, files, adapt=adapt)
+answers, not_adapted = ui.answers(classifier, files, adapt=adapt) if files else ([], None)
+fields = ui.fields(classifier, field_files) if field_files else []
 st.caption(f"Answered by model run `{run_id}`.")
 if not_adapted:
     st.warning(f"{not_adapted} The cells are answered without adapting.")
 elif adapt:
     st.caption(f"Adapted to this batch of {len(files)} pictures without labels.")
-for answer in (a for a in answers if a.error):
+for answer in (a for a in answers + fields if a.error):
     st.warning(f"**{ui.markdown_text(answer.file)}**: {answer.error}")
+for answer in (a for a in answers if a.note):
+    st.warning(f"**{ui.markdown_text(answer.file)}**: {answer.note}")
 good = [(a, data) for a, (_, data) in zip(answers, files, strict=True) if not a.error]
+field_cells = [cell for field in fields for cell in field.cells]
 
-if len(good) == 1:
+for field, (_, data) in zip(fields, field_files, strict=True):
+    if field.error:
+        continue
+    st.subheader(f"{ui.markdown_text(field.file)}: {len(field.cells)} cells, {field.platelets} platelets")
+    left, right = st.columns(2)
+    left.image(ui.field_picture(data, field), width="stretch")
+    right.dataframe(
+        [
+            {
+                "cell": n,
+                "class": DISPLAY_NAMES[c.label],
+                "confidence": c.probabilities[c.label],
+                "status": c.status,
+            }
+            for n, c in enumerate(field.cells, start=1)
+        ],
+        column_config={
+            "confidence": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)
+        },
+        hide_index=True,
+    )
+    if not field.cells:
+        right.info("No white cell was found in this field.")
+
+if len(good) == 1 and not fields:
     answer, data = good[0]
     left, right = st.columns(2)
     left.image(
@@ -88,26 +132,28 @@ if len(good) == 1:
         range_x=[0, 1],
     )
     right.plotly_chart(chart, width="stretch")
-elif good:
-    st.subheader(f"{len(good)} cells")
-    st.dataframe(
-        [
-            {
-                "image": ui.thumbnail(data),
-                "file": a.file,
-                "class": DISPLAY_NAMES[a.label],
-                "confidence": a.probabilities[a.label],
-                "status": a.status,
-            }
-            for a, data in good
-        ],
-        column_config={
-            "image": st.column_config.ImageColumn(width="small"),
-            "confidence": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
-        },
-        hide_index=True,
-    )
-    counts = report.differential(answers)
+elif good or field_cells:
+    if good:
+        st.subheader(f"{len(good)} single cells")
+        st.dataframe(
+            [
+                {
+                    "image": ui.thumbnail(data),
+                    "file": a.file,
+                    "class": DISPLAY_NAMES[a.label],
+                    "confidence": a.probabilities[a.label],
+                    "status": a.status,
+                }
+                for a, data in good
+            ],
+            column_config={
+                "image": st.column_config.ImageColumn(width="small"),
+                "confidence": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
+            },
+            hide_index=True,
+        )
+    answers = answers + [a for field in fields for a in field.answers()]
+    counts = report.differential(answers, field_platelets=sum(f.platelets for f in fields))
     st.subheader("Differential count")
     st.caption("From confidently classified cells only; the others are held out for review below.")
     st.dataframe(

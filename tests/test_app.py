@@ -58,6 +58,33 @@ def test_classify_a_labs_batch_adapted_to_it(served_model):
     assert len(adapted) == 24 and adapted != plain
 
 
+def test_classify_a_field_finds_draws_and_counts_every_cell(served_model):
+    from PIL import Image
+
+    from tests.test_finder import field, smear
+
+    app = open_page("pages/classify.py")
+    picture, _ = field()
+    files = [
+        ("field.png", encode(Image.fromarray(picture)), "image/png"),
+        ("cell.png", encode(Image.fromarray(smear())), "image/png"),
+    ]
+    app.file_uploader[0].set_value(files)
+    app.run()
+    assert not app.exception
+    assert any(
+        "single cells: 1; as microscope fields: 1 (decided per picture" in c.value for c in app.caption
+    )
+    assert any(h.value.startswith("field.png: 3 cells, 3 platelets") for h in app.subheader)
+    cells = app.dataframe[0].value
+    assert list(cells["cell"]) == [1, 2, 3]
+    assert app.get("image")  # the field drawn with its numbered boxes
+    app.radio[0].set_value("single cells")  # the user overrides: the field is answered as one cell
+    app.run()
+    assert any("microscope field" in w.value for w in app.warning)
+    assert not any(h.value.startswith("field.png:") for h in app.subheader)
+
+
 def test_classify_without_models_says_so(artifacts):
     import streamlit as st
 

@@ -176,3 +176,53 @@ def test_evaluate_scores_an_ensemble_on_the_test_split_its_models_share(tiny_dat
 
     assert cli.main([*args[:-1], other.id]) == 2
     assert "tested on different images" in capsys.readouterr().err
+
+
+def test_predict_fields_follows_the_contract(served_model, env, tmp_path):
+    from tests.test_finder import BEIGE, field
+
+    picture, whites = field()
+    Image.fromarray(picture).save(tmp_path / "field.png")
+    Image.new("RGB", (640, 480), BEIGE).save(tmp_path / "empty.png")
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    done = bloodcell(
+        "predict",
+        "--fields",
+        "--json",
+        *(str(tmp_path / n) for n in ("field.png", "empty.png", "notes.jpg")),
+        env=env,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    cells = [line for line in lines if line["file"].endswith("field.png")]
+    assert len(cells) == 3
+    for cell in cells:
+        assert set(cell) >= {"file", "box", "label", "probabilities", "status"}
+        x0, y0, x1, y1 = cell["box"]
+        assert any(x0 <= cx <= x1 and y0 <= cy <= y1 for cx, cy in whites)
+    assert {"file": str(tmp_path / "empty.png"), "cells": 0} in lines
+    assert any(line["file"].endswith("notes.jpg") and "error" in line for line in lines)
+
+
+def test_detect_measures_recall_precision_and_time_on_annotated_fields(served_model, env, tmp_path):
+    from tests.test_finder import field
+
+    picture, whites = field()
+    Image.fromarray(picture).save(tmp_path / "f1.jpg", quality=95)
+    boxes = "".join(
+        f"<object><name>WBC</name><bndbox><xmin>{x - 60}</xmin><ymin>{y - 60}</ymin>"
+        f"<xmax>{x + 60}</xmax><ymax>{y + 60}</ymax></bndbox></object>"
+        for x, y in whites[:2]  # the third white cell is left unannotated: a false detection
+    )
+    (tmp_path / "f1.xml").write_text(
+        f"<annotation>{boxes}<object><name>RBC</name><bndbox><xmin>0</xmin>"
+        "<ymin>0</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>"
+    )
+    out = tmp_path / "detect.json"
+    done = bloodcell("detect", "--data", str(tmp_path), "--out", str(out), env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["fields"] == 1 and result["white_cells"] == 2
+    assert result["recall"] == 1.0 and result["found"] == 3 and result["precision"] == pytest.approx(2 / 3)
+    assert result["class_right"] is None  # the annotations do not say which white cells they are
+    assert result["ms_per_field"]["median"] > 0 and result["ms_12_megapixels"]["median"] > 0

@@ -106,3 +106,42 @@ def test_the_centred_cell_of_real_pbc_pictures_is_found(folder):
         centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
         # the PBC pictures centre their cell
         assert np.abs(centre - np.array(rgb.shape[1::-1]) / 2).max() < 0.25 * max(rgb.shape), path.name
+
+
+def field(width: int = 640, height: int = 480, seed: int = 0) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """A generated microscope field: red cells, three white cells and a few platelets; and the
+    white cells' centres."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (width, height), BEIGE)
+    draw = ImageDraw.Draw(image)
+    whites = [(130, 130), (470, 160), (300, 360)]
+    for _ in range(60):
+        x, y = rng.integers(0, width), rng.integers(0, height)
+        if min(np.hypot(x - cx, y - cy) for cx, cy in whites) > 90:
+            draw.ellipse((x - 32, y - 32, x + 32, y + 32), fill=(225, 170, 175))
+    for cx, cy in whites:
+        draw.ellipse((cx - 55, cy - 55, cx + 55, cy + 55), fill=(215, 190, 215))
+        for dx, dy in ((-16, -7), (12, -10), (4, 16)):
+            draw.ellipse((cx + dx - 19, cy + dy - 19, cx + dx + 19, cy + dy + 19), fill=(95, 45, 150))
+    for x, y in ((40, 420), (600, 40), (560, 440)):
+        draw.ellipse((x - 10, y - 10, x + 10, y + 10), fill=(150, 100, 190))
+    noise = rng.integers(-5, 6, (height, width, 3))
+    return np.clip(np.asarray(image, np.int16) + noise, 0, 255).astype(np.uint8), whites
+
+
+def test_a_field_gives_every_white_cell_and_counts_the_platelets_apart():
+    picture, whites = field()
+    found = finder.survey(picture)
+    assert found.is_field and len(found.cells) == 3
+    for cx, cy in whites:
+        assert sum(c.box[0] <= cx <= c.box[2] and c.box[1] <= cy <= c.box[3] for c in found.cells) == 1
+    assert found.platelets == 3
+    crops = finder.frames(picture, found.cells, 48)
+    assert crops.shape == (3, 48, 48, 3)
+
+
+def test_a_single_cells_picture_is_not_a_field():
+    found = finder.survey(smear())
+    assert not found.is_field and len(found.cells) == 1
+    # the same smear cut as a camera's 4:3 frame is one
+    assert finder.survey(smear()[50:350, :]).is_field

@@ -60,3 +60,41 @@ def test_a_framing_model_answers_the_cell_it_finds_and_says_when_there_is_none(f
     tight = cell[150:250, 40:140]
     loose, framed = (classifier.inputs(encode(Image.fromarray(c))).astype(float) for c in (cell, tight))
     assert np.abs(loose - framed).mean() < 12
+
+
+def test_a_field_answered_as_one_cell_is_never_confident(served_model):
+    from PIL import Image
+
+    from tests.conftest import encode
+    from tests.test_finder import field, smear
+
+    classifier = Classifier.load()
+    classifier.review_below = 0.0  # every answer would be confident
+    picture, _ = field()
+    answers = classifier.predict(
+        [("field.png", encode(Image.fromarray(picture))), ("cell.png", encode(Image.fromarray(smear())))]
+    )
+    assert answers[0].status == "review" and "microscope field" in answers[0].note
+    assert answers[1].status == "confident" and answers[1].note is None
+    assert "note" in answers[0].as_dict() and "note" not in answers[1].as_dict()
+
+
+def test_field_mode_answers_every_cell_with_its_box(served_model):
+    from PIL import Image
+
+    from tests.conftest import encode
+    from tests.test_finder import BEIGE, field
+
+    picture, _ = field()
+    fields = Classifier.load().predict_fields(
+        [
+            ("field.png", encode(Image.fromarray(picture))),
+            ("empty.png", encode(Image.new("RGB", (640, 480), BEIGE))),
+            ("notes.png", b"not a picture"),
+        ]
+    )
+    cells = fields[0].cells
+    assert len(cells) == 3 and fields[0].platelets == 3
+    assert all(c.file == "field.png" and c.label and c.status and len(c.box) == 4 for c in cells)
+    assert fields[1].cells == [] and fields[1].lines() == [{"file": "empty.png", "cells": 0}]
+    assert fields[2].error and fields[2].lines() == [{"file": "notes.png", "error": fields[2].error}]
