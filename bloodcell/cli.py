@@ -206,6 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("--data", required=True, help="pictures with Pascal VOC .xml files of the same name")
     detect.add_argument("--model", help="run id or run directory (default: the default model)")
     detect.add_argument("--out", help="also write the JSON here")
+    detect.add_argument("--readme", help="also update the table between the detect markers of this file")
     detect.set_defaults(command=_detect)
 
     adapt = sub.add_parser("adapt", help="adapt a model to a laboratory from its labelled cells; a new run")
@@ -410,7 +411,12 @@ def _detect(args) -> int:
     from bloodcell import detection
     from bloodcell.predictor import Classifier
 
-    return _report(detection.measure(args.data, Classifier.load(args.model)), args.out)
+    result = detection.measure(args.data, Classifier.load(args.model))
+    if args.readme:
+        from bloodcell import benchmark
+
+        benchmark.update_readme(args.readme, detection.markdown(result, args.data), section="detect")
+    return _report(result, args.out)
 
 
 def _adapt(args) -> int:

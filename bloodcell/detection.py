@@ -100,3 +100,24 @@ def _twelve_megapixels(picture: Path, classifier: Classifier, repeats: int = 3) 
             classifier.predict_fields([("12 Mpx", file.name)])
             seconds.append(time.perf_counter() - started)
     return _percentiles(seconds)
+
+
+def markdown(result: dict, folder: str) -> str:
+    """The README's table of `measure`."""
+
+    def share(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1%}"
+
+    return "\n".join(
+        [
+            f"Model {result['model']}, {result['fields']} annotated fields of `{folder}`:",
+            "",
+            "| white cells | recall | cells found | precision | class right (typed cells) "
+            "| ms per field (median, p95) | 12 Mpx field, ms (median) |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {result['white_cells']} | {share(result['recall'])} | {result['found']} "
+            f"| {share(result['precision'])} | {share(result['class_right'])} ({result['typed_cells']}) "
+            f"| {result['ms_per_field']['median']:.0f}, {result['ms_per_field']['p95']:.0f} "
+            f"| {result['ms_12_megapixels']['median']:.0f} |",
+        ]
+    )

@@ -159,6 +159,38 @@ def test_upload_a_real_image_and_read_its_class(served, page, tmp_path):
     assert page.get_by_text("Status:").count() >= 1
 
 
+FIELDS = ROOT.parent / "shared" / "data" / "fields-dev"
+
+
+def test_a_slides_worth_of_fields_gets_boxes_tables_a_differential_and_a_csv(served, page, tmp_path):
+    """20 fields of one slide (annotated fields of another lab where present, else generated)."""
+    from PIL import Image
+
+    from tests.test_finder import field
+
+    pictures = sorted(FIELDS.glob("*.jpg"))[:20]
+    if len(pictures) < 20:
+        pictures = []
+        for k in range(20):
+            Image.fromarray(field(seed=k)[0]).save(tmp_path / f"field{k}.jpg", quality=92)
+            pictures.append(tmp_path / f"field{k}.jpg")
+    url, _ = served
+    page.goto(url)
+    page.get_by_text("Classify blood cells").first.wait_for(timeout=60_000)
+    started = time.perf_counter()
+    page.locator("input[type=file]").set_input_files([str(p) for p in pictures])
+    page.get_by_text("Differential count").wait_for(timeout=120_000)
+    page.get_by_text("Download all cells (CSV)").wait_for(timeout=60_000)
+    seconds = time.perf_counter() - started
+    print(f"20 fields answered in the browser in {seconds:.1f} s")  # the figure of issue #18, not a test
+    assert page.get_by_text("as microscope fields: 20").count() == 1
+    assert page.locator('[data-testid="stImage"]').count() >= 20  # each field drawn with its boxes
+    with page.expect_download() as download:
+        page.get_by_text("Download all cells (CSV)").click()
+    rows = Path(download.value.path()).read_text().splitlines()
+    assert rows[0].startswith("file,class,confidence,status") and len(rows) > 20
+
+
 def test_results_show_a_confusion_matrix(served, page):
     url, _ = served
     page.goto(f"{url}/results")
