@@ -23,6 +23,10 @@ MIN_PER_CLASS = 5
 # when a handful of a lab's cells disagree, and keeps classes the lab gave no cell of.
 STAY_NEAR = 1.0
 CALIBRATION_SHARE = 0.4
+# The familiarity threshold of an adapted model stays this far inside the nearest generated
+# non-cell picture, drawn with another seed than the ones `crosslab` scores.
+NON_CELL_MARGIN = 0.9
+NON_CELL_SEED = 1
 
 
 @dataclasses.dataclass
@@ -113,7 +117,7 @@ def fine_tuned(
     review = trust.review_threshold(p.max(axis=1), p.argmax(axis=1) == labels[held])
     adapted.review_below = review["threshold"]
     if adapted.familiarity is not None:
-        adapted.familiarity = _familiarity_at_lab(adapted.familiarity, features, labels, held)
+        adapted.familiarity = _familiarity_at_lab(adapted, features, labels, held)
     report = {
         "cells": {"fit": len(fit), "calibrate": len(held)},
         "temperature": adapted.temperature,
@@ -142,14 +146,22 @@ def _logistic(features, labels, weights, bias) -> tuple[np.ndarray, np.ndarray]:
     return theta[: weights.size].reshape(shape), theta[weights.size :]
 
 
-def _familiarity_at_lab(familiarity: trust.Familiarity, features, labels, held) -> trust.Familiarity:
-    """The lab's own class means where it gave cells of a class; the threshold widened, if need
-    be, to take in its calibration cells (never narrowed below the training pictures')."""
+def _familiarity_at_lab(adapted: Classifier, features, labels, held) -> trust.Familiarity:
+    """The lab's own class means where it gave cells of a class, with the training pictures'
+    covariance. The threshold widens, if need be, to take in the lab's calibration cells, but
+    never so far that a generated non-cell picture (another draw than `crosslab` scores) would
+    pass, and never narrows below the training pictures' own."""
+    familiarity = adapted.familiarity
     means = familiarity.means.copy()
     for c in np.unique(labels):
         means[c] = features[labels == c].mean(axis=0)
     lab = trust.Familiarity(means, familiarity.precision)
-    lab.threshold = max(familiarity.threshold, float(lab.distance(features[held]).max()))
+    x, _ = noncells.inputs(
+        adapted, [p for kind in noncells.non_cells(seed=NON_CELL_SEED).values() for p in kind]
+    )
+    nearest_non_cell = float(lab.distance(adapted.features_and_logits(x)[0]).min()) if len(x) else np.inf
+    widened = min(float(lab.distance(features[held]).max()), NON_CELL_MARGIN * nearest_non_cell)
+    lab.threshold = max(familiarity.threshold, widened)
     return lab
 
 

@@ -34,19 +34,24 @@ def non_cells(seed: int = 0, each: int = 20, side: int = 200) -> dict[str, list[
     }
 
 
-def flagged(classifier, pictures: list[np.ndarray]) -> list[bool]:
-    """For each picture, whether `classifier` refuses it or answers `unfamiliar`."""
+def inputs(classifier, pictures: list[np.ndarray]) -> tuple[np.ndarray, list[bool]]:
+    """The model inputs of the pictures the loader takes, and for each picture whether it was
+    refused (no cell to see: blank, or no stained cell for a framing model)."""
     from bloodcell import images
 
-    inputs, refused = [], []
+    taken, refused = [], []
     for picture in pictures:
         try:
-            inputs.append(images.prepare(picture, classifier.image_size, classifier.framing)[0])
+            taken.append(images.prepare(picture, classifier.image_size, classifier.framing)[0])
             refused.append(False)
         except images.UnusableImage:
             refused.append(True)
-    answered = iter([])
-    if inputs:
-        statuses = classifier.statuses(*classifier.analyse(np.stack(inputs)))
-        answered = iter(s == "unfamiliar" for s in statuses)
+    size = classifier.image_size
+    return (np.stack(taken) if taken else np.zeros((0, size, size, 3), np.uint8)), refused
+
+
+def flagged(classifier, pictures: list[np.ndarray]) -> list[bool]:
+    """For each picture, whether `classifier` refuses it or answers `unfamiliar`."""
+    x, refused = inputs(classifier, pictures)
+    answered = iter(s == "unfamiliar" for s in classifier.statuses(*classifier.analyse(x)))
     return [True if r else next(answered) for r in refused]

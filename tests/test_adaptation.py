@@ -142,3 +142,21 @@ def test_crosslab_command_scores_each_set_in_each_setting(served_model, tmp_path
 def test_crosslab_compare_says_which_run_was_never_measured(served_model, env):
     done = bloodcell("crosslab", "--compare", served_model.id, env=env)
     assert done.returncode == 2 and "no cross-lab record" in done.stderr
+
+
+def test_an_adapted_familiarity_takes_in_the_labs_cells_but_never_a_non_cell(served_model, tmp_path):
+    from bloodcell import noncells, trust
+
+    classifier = Classifier.load()
+    lab = adaptation.read_lab(lab_folder(tmp_path / "lab", {"eosinophil": 10, "monocyte": 10}), classifier)
+    pool = np.stack([np.asarray(cell_image(k % 8, size=32, seed=500 + k)) for k in range(80)])
+    features, _ = classifier.features_and_logits(pool)
+    classifier.familiarity = trust.Familiarity.fit(features, np.arange(80) % 8)
+    classifier.familiarity.calibrate(features)
+    adapted, report = adaptation.fine_tuned(classifier, lab.x, lab.labels)
+    assert adapted.familiarity.threshold >= classifier.familiarity.threshold
+    assert report["familiar_below"] == adapted.familiarity.threshold
+    others = [p for kind in noncells.non_cells(seed=adaptation.NON_CELL_SEED).values() for p in kind]
+    x, _ = noncells.inputs(adapted, others)
+    nearest = adapted.familiarity.distance(adapted.features_and_logits(x)[0]).min()
+    assert adapted.familiarity.threshold <= max(classifier.familiarity.threshold, nearest)
