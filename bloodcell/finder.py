@@ -32,9 +32,11 @@ MAX_SHARE = 0.4
 # by `red_cell_area`).
 NUCLEUS_SHARE = 0.6
 MIN_PLATELET = 2  # work pixels
-# A field, not one cell's picture: a camera's frame (4:3 or wider; cell pictures are cut square),
-# or this many nucleated cells (a cell's picture may show a neighbour's edge as well).
+# A field, not one cell's picture: a camera's frame (4:3 or wider, at least 640x480; cell
+# pictures are cut square), or this many nucleated cells (a cell's picture may show a
+# neighbour's edge as well).
 FIELD_ASPECT = 1.2
+FIELD_SIDE = 400
 FIELD_CELLS = 3
 MIN_AREA = 12  # work pixels: smaller specks are dust or noise, not a cell
 VERSION = 2  # bump when framing changes: cached inputs and trained models depend on it
@@ -91,7 +93,7 @@ def survey(rgb: np.ndarray) -> Field:
     objects = _stained_objects(small)
     red = red_cell_area(small)
     height, width = rgb.shape[:2]
-    wide = max(height, width) >= FIELD_ASPECT * min(height, width)
+    wide = max(height, width) >= FIELD_ASPECT * min(height, width) and min(height, width) >= FIELD_SIDE
     if objects is None:
         return Field((), 0, wide)
     _, labels, areas = objects

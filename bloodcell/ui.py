@@ -159,17 +159,8 @@ def _answers(
 def is_field(data: bytes) -> bool:
     """Whether an uploaded picture is a microscope field rather than one cell's (`finder.survey`);
     False for a picture that cannot be read (its answer says why)."""
-    return _is_field(_digest(data), data)
-
-
-@st.cache_data(max_entries=4 * MAX_FILES, show_spinner=False)
-def _is_field(digest: str, _data: bytes) -> bool:
-    from bloodcell import finder
-
-    try:
-        return finder.survey(images.read_image(_data)).is_field
-    except images.UnusableImage:
-        return False
+    seen = _seen(_digest(data), data)
+    return seen is not None and seen[1]
 
 
 def fields(model: Classifier, files: list[tuple[str, bytes]]) -> list[FieldAnswer]:
@@ -229,20 +220,27 @@ def _heat_map(run_id: str, serving_digest: str, digest: str, class_name: str, _d
 def picture(data: bytes) -> np.ndarray | None:
     """An uploaded picture as the loader decodes it (any bit depth or mode, turned upright), at
     most `DISPLAY_SIDE` pixels on its longer side; None if it cannot be read."""
-    return _picture(_digest(data), data)
+    seen = _seen(_digest(data), data)
+    return None if seen is None else seen[0]
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _picture(digest: str, _data: bytes) -> np.ndarray | None:
+@st.cache_data(max_entries=4 * MAX_FILES, show_spinner=False)
+def _seen(digest: str, _data: bytes) -> tuple[np.ndarray, bool] | None:
+    """What the page shows of a picture, and whether it is a field: one decode for both."""
+    from bloodcell import finder
+
     try:
         rgb = images.read_image(_data)
     except images.UnusableImage:
         return None
     height, width = rgb.shape[:2]
     scale = DISPLAY_SIDE / max(height, width)
-    if scale >= 1:
-        return rgb
-    return images.resize_to(rgb, max(1, round(width * scale)), max(1, round(height * scale)))
+    shown = (
+        rgb
+        if scale >= 1
+        else images.resize_to(rgb, max(1, round(width * scale)), max(1, round(height * scale)))
+    )
+    return shown, finder.survey(rgb).is_field
 
 
 def thumbnail(data: bytes, size: int = 64) -> str | None:
@@ -252,10 +250,10 @@ def thumbnail(data: bytes, size: int = 64) -> str | None:
 
 @st.cache_data(max_entries=4 * MAX_FILES, show_spinner=False)
 def _thumbnail(digest: str, size: int, _data: bytes) -> str | None:
-    rgb = _picture(digest, _data)
-    if rgb is None:
+    seen = _seen(digest, _data)
+    if seen is None:
         return None
-    small = Image.fromarray(rgb)
+    small = Image.fromarray(seen[0])
     small.thumbnail((size, size))
     buffer = io.BytesIO()
     small.save(buffer, format="PNG")

@@ -143,5 +143,6 @@ def test_a_field_gives_every_white_cell_and_counts_the_platelets_apart():
 def test_a_single_cells_picture_is_not_a_field():
     found = finder.survey(smear())
     assert not found.is_field and len(found.cells) == 1
-    # the same smear cut as a camera's 4:3 frame is one
-    assert finder.survey(smear()[50:350, :]).is_field
+    # the same smear enlarged to a camera's 640x480 frame is one; a small 4:3 crop is not
+    assert finder.survey(scaled(smear(), 1.6)[80:560, :]).is_field
+    assert not finder.survey(smear()[50:350, :]).is_field
