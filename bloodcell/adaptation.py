@@ -297,7 +297,7 @@ def comparison(compared: list[runs.Run]) -> str:
             "run `python -m bloodcell crosslab DIR... --model RUN` first."
         )
     sets = list(dict.fromkeys(name for record in records.values() for name in record["sets"]))
-    head = ["run", "framing", "stain augment", "PBC test accuracy"]
+    head = ["run", "arch", "framing", "stain augment", "PBC test accuracy"]
     for name in sets:
         head += [f"{name}: zero-shot", "label-free", "few labels", "unfamiliar (zero-shot)"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -305,7 +305,8 @@ def comparison(compared: list[runs.Run]) -> str:
         config, sets_of_run = run.record.get("config", {}), records[run.id]["sets"]
         cells = [
             run.id,
-            "yes" if run.record.get("framing") else "no",
+            run.record.get("arch", "?"),
+            f"v{run.record['framing']}" if run.record.get("framing") else "no",
             "yes" if config.get("stain_augment") else "no",
             f"{run.metrics['accuracy']:.2%}" if run.metrics else "-",
         ]
