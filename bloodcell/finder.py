@@ -179,27 +179,21 @@ def _background(rgb: np.ndarray) -> np.ndarray:
     return np.percentile(_work_copy(rgb)[0].reshape(-1, 3), 95, axis=0).astype(np.float32)
 
 
-def white_balance(rgb: np.ndarray, picture: np.ndarray | None = None) -> np.ndarray:
-    """Scale each channel of `rgb` so that the background of `picture` (default: `rgb`; its
-    95th percentile) takes the training pictures' background colour: another lamp, camera or
-    stain bath looks alike."""
-    return _balanced(rgb, _gain(rgb if picture is None else picture))
-
-
-def _gain(picture: np.ndarray) -> np.ndarray:
+def gain(picture: np.ndarray) -> np.ndarray:
+    """Per-channel factors that give the picture's background (its 95th percentile) the
+    training pictures' background colour: the white balance that makes another lamp, camera or
+    stain bath look alike."""
     return np.array(BACKGROUND, np.float32) / np.maximum(_background(picture), 1.0)
-
-
-def _balanced(rgb: np.ndarray, gain: np.ndarray) -> np.ndarray:
-    return np.clip(rgb * gain + 0.5, 0, 255).astype(np.uint8)
 
 
 def frames(rgb: np.ndarray, cells: tuple[Cell, ...], size: int) -> np.ndarray:
     """Each of `cells` of a picture framed and white-balanced at size x size (N, size, size, 3)."""
     if not cells:
         return np.zeros((0, size, size, 3), np.uint8)
-    gain = _gain(rgb)
-    return np.stack([_balanced(crop(rgb, cell.frame, size), gain) for cell in cells])
+    factors = gain(rgb)
+    return np.stack(
+        [np.clip(crop(rgb, cell.frame, size) * factors + 0.5, 0, 255).astype(np.uint8) for cell in cells]
+    )
 
 
 def framed(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Cell] | None:
