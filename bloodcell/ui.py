@@ -127,28 +127,40 @@ def answers(
 
     Cached by the files' names and contents, the run and what serving it reads: a rerun of the
     page (a download, a click) decodes and computes nothing again."""
-    return _answers(
+    return _batch(model, files, "adapted cells" if adapt else "cells")
+
+
+def _batch(model: Classifier, files: list[tuple[str, bytes]], kind: str):
+    """The cached answer of `kind` to a batch: keyed on the run, what serving it reads, and the
+    files' names and contents."""
+    return _answered(
         model.run.id,
         model.run.serving_digest(),
         tuple(name for name, _ in files),
         tuple(_digest(data) for _, data in files),
-        adapt,
+        kind,
         tuple(data for _, data in files),
     )
 
 
-@st.cache_data(max_entries=16, show_spinner="Classifying…")
-def _answers(
+@st.cache_data(max_entries=32, show_spinner="Classifying…")
+def _answered(
     run_id: str,
     serving_digest: str,
     names: tuple[str, ...],
     digests: tuple[str, ...],
-    adapt: bool,
+    kind: str,
     _data: tuple[bytes, ...],
-) -> tuple[list[Prediction], str | None]:
+):
     model = _classifier(run_id, serving_digest)
     sources = list(zip(names, _data, strict=True))
-    if adapt:
+    if kind == "fields":
+        fields = model.predict_fields(sources)
+        for field in fields:
+            for n, cell in enumerate(field.cells, start=1):
+                cell.file = f"{field.file} #{n}"
+        return fields
+    if kind == "adapted cells":
         try:
             return model.predict(sources, adapt=True), None
         except ValueError as error:  # too few usable cells to stand for a laboratory
@@ -166,28 +178,7 @@ def is_field(data: bytes) -> bool:
 def fields(model: Classifier, files: list[tuple[str, bytes]]) -> list[FieldAnswer]:
     """`model`'s answers to every cell of each microscope field (name, image bytes), cached like
     `answers`; each cell's file reads "name #n", its number on the drawn field."""
-    return _fields(
-        model.run.id,
-        model.run.serving_digest(),
-        tuple(name for name, _ in files),
-        tuple(_digest(data) for _, data in files),
-        tuple(data for _, data in files),
-    )
-
-
-@st.cache_data(max_entries=16, show_spinner="Finding and classifying the cells…")
-def _fields(
-    run_id: str,
-    serving_digest: str,
-    names: tuple[str, ...],
-    digests: tuple[str, ...],
-    _data: tuple[bytes, ...],
-) -> list[FieldAnswer]:
-    answers = _classifier(run_id, serving_digest).predict_fields(list(zip(names, _data, strict=True)))
-    for answer in answers:
-        for n, cell in enumerate(answer.cells, start=1):
-            cell.file = f"{answer.file} #{n}"
-    return answers
+    return _batch(model, files, "fields")
 
 
 def field_picture(data: bytes, answer: FieldAnswer) -> np.ndarray:
