@@ -5,11 +5,13 @@ import streamlit as st
 from bloodcell import ui
 
 st.set_page_config(page_title="bloodcell", page_icon=":material/biotech:", layout="wide")
+ui.warm_up()  # the default model loads in the background while the first page draws
 
 navigation = st.navigation(
     {
         "Clinical": [
-            st.Page("pages/classify.py", title="Classify cells", icon=":material/biotech:", default=True)
+            st.Page("pages/classify.py", title="Classify cells", icon=":material/biotech:", default=True),
+            st.Page("pages/review.py", title="Review and sign", icon=":material/fact_check:"),
         ],
         "Research": [
             st.Page("pages/results.py", title="Results", icon=":material/leaderboard:"),

@@ -15,7 +15,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 from sklearn.metrics import f1_score
 
-from bloodcell import datasets, images, noncells, runs, trust
+from bloodcell import archs, datasets, images, noncells, runs, trust
 from bloodcell.predictor import MIN_LAB_CELLS, Classifier
 
 MIN_PER_CLASS = 5
@@ -107,7 +107,7 @@ def fine_tuned(
     adapted = classifier.adapted(pool, minimum=len(x))
     fit, held = calibration_split(labels)
     features, logits = adapted.features_and_logits(x)
-    layer = adapted.model.get_layer("logits")
+    layer = adapted.model.get_layer(archs.LOGITS)
     weights, bias = (np.asarray(w, np.float64) for w in layer.get_weights())
     weights, bias = _logistic(features[fit], labels[fit], weights, bias)
     layer.set_weights([weights.astype(np.float32), bias.astype(np.float32)])

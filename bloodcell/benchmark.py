@@ -1,18 +1,33 @@
 """Speed and accuracy of stored models on this machine: serving (load time, one image from file
-bytes to answer, with and without its heat map, batch throughput) and, for the default model
-and the best run of each architecture, test scores with bootstrap intervals, training speed
-and the share of this CPU's attainable peak that training used."""
+bytes to answer, with and without its heat map, `predict` on many files end to end, batch
+throughput), the dashboard in a real browser, and, for the default model and the best run of
+each architecture, test scores with bootstrap intervals, training speed and the share of this
+CPU's attainable peak that training used. Importing it loads no TensorFlow."""
 
+import contextlib
 import os
 import platform
 import re
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from bloodcell import archs, datasets, distribute, evaluation, images, results, runs, storage
+from bloodcell import datasets, evaluation, images, results, runs, storage
 from bloodcell.predictor import Classifier
+
+# The goals of issue 19, checked by the figures below.
+PREDICT_GOAL_MS = 2.0  # `predict` on many files, per image, end to end
+FIRST_PAGE_GOAL_S = 2.0  # after the server is up
+FIRST_ANSWER_GOAL_S = 3.0  # after the first upload on a fresh server
+LATER_ANSWER_GOAL_S = 0.3
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:
@@ -21,9 +36,10 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 def serving(
-    image_bytes: list[bytes], model: str | None = None, repeats: int = 50, bfloat16: bool = False
+    image_bytes: list[bytes | str | Path], model: str | None = None, repeats: int = 50, bfloat16: bool = False
 ) -> dict:
-    """Time the default (or named) model on `image_bytes`, after one warm-up answer."""
+    """Time the default (or named) model on `image_bytes` (pictures' bytes or files), after one
+    warm-up answer; `predict` is `predict_speed` on all of them."""
     started = time.perf_counter()
     classifier = Classifier.load(model, bfloat16)
     load_seconds = time.perf_counter() - started
@@ -62,6 +78,35 @@ def serving(
         "one_image_from_bytes": _percentiles(single),
         "heat_map": _percentiles(heat),
         "batch_images_per_second": float(throughput),
+        "predict": predict_speed(classifier, image_bytes),
+    }
+
+
+def predict_speed(classifier: Classifier, pictures: list[bytes | str | Path]) -> dict:
+    """`Classifier.predict` on all `pictures` at once, end to end (reading, decoding, finding
+    the cell, the model, the answers), per picture: wall time, and the processor time this
+    process used (every thread's; the model and the readers share the cores). The model's own
+    share is timed apart on the same inputs, and the load average says how busy the machine was."""
+    sources = [(str(i), p) for i, p in enumerate(pictures)]
+    classifier.predict(sources[:8])
+    load_average = os.getloadavg()[0]
+    wall, cpu = time.perf_counter(), time.process_time()
+    answers = classifier.predict(sources)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    x = np.stack([classifier.inputs(p) for p, a in zip(pictures, answers, strict=True) if not a.error])
+    model_wall, model_cpu = time.perf_counter(), time.process_time()
+    classifier.analyse(x)
+    model_wall, model_cpu = time.perf_counter() - model_wall, time.process_time() - model_cpu
+    n = len(pictures)
+    return {
+        "images": n,
+        "ms_per_image": 1000 * wall / n,
+        "cpu_ms_per_image": 1000 * cpu / n,
+        "model_ms_per_image": 1000 * model_wall / len(x),
+        "model_cpu_ms_per_image": 1000 * model_cpu / len(x),
+        "goal_ms_per_image": PREDICT_GOAL_MS,
+        "load_average_before": load_average,
+        "cpus": os.cpu_count(),
     }
 
 
@@ -116,6 +161,8 @@ def best_runs() -> list[runs.Run]:
 
 def models(image_bytes: list[bytes]) -> dict:
     """Scores, training speed and (where the model is kept) serving speed of `best_runs()`."""
+    from bloodcell import archs
+
     peak = peak_flops()
     rows = []
     for run in best_runs():
@@ -220,7 +267,7 @@ def training_speed(data: str, arch: str = "cnn", size: int = 64, batch_size: int
     images of `data` (a seeded sample)."""
     import keras
 
-    from bloodcell import training
+    from bloodcell import archs, distribute, training
 
     dataset = datasets.discover(data)
     chosen = np.sort(np.random.default_rng(0).permutation(len(dataset))[:n])
@@ -266,3 +313,85 @@ def training_speed(data: str, arch: str = "cnn", size: int = 64, batch_size: int
         model.predict(x, batch_size=256, verbose=0)
         result["predict_images_per_second"][policy] = len(x) / (time.perf_counter() - t)
     return result
+
+
+def dashboard(pictures: list[Path], pause: float = 0.0) -> dict:
+    """The dashboard as a clinician meets it, in Debian's chromium driven by Playwright, on a
+    fresh `streamlit run app.py` over this project's runs: seconds from the server answering to
+    the first page drawn, from the first upload to its answer (`pause` seconds after the page
+    drew: a person takes a few to pick a file), and from each later upload to its answer (median).
+    `pictures`: at least two single-cell pictures."""
+    from playwright.sync_api import sync_playwright
+
+    if len(pictures) < 2:
+        raise ValueError("Name at least two single-cell pictures: the first upload and a later one.")
+    if not Path(CHROMIUM).exists():
+        raise ValueError(f"The dashboard benchmark drives {CHROMIUM}; install it (apt-get install chromium).")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        with _server() as (url, up):
+            answers = []
+            for n, picture in enumerate(pictures):  # each upload in a new session of its own
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(url)
+                page.get_by_role("heading", name="Classify blood cells").wait_for(timeout=60_000)
+                if n == 0:
+                    first_page = time.perf_counter() - up
+                    time.sleep(pause)
+                answers.append(_answer_seconds(page, n, picture))
+                page.close()
+        browser.close()
+    return {
+        "first_page_seconds": first_page,
+        "first_answer_seconds": answers[0],
+        "later_answer_seconds": float(np.median(answers[1:])),
+        "pause_before_first_upload": pause,
+        "goals_seconds": {
+            "first_page": FIRST_PAGE_GOAL_S,
+            "first_answer": FIRST_ANSWER_GOAL_S,
+            "later_answer": LATER_ANSWER_GOAL_S,
+        },
+        "load_average": os.getloadavg()[0],
+        "machine": _machine(),
+    }
+
+
+def _answer_seconds(page, n: int, picture: Path) -> float:
+    """Seconds from handing the page `picture` (as upload `n`) to its answer on screen."""
+    name = f"upload{n}{picture.suffix}"
+    started = time.perf_counter()
+    page.locator("input[type=file]").set_input_files(
+        {"name": name, "mimeType": "image/jpeg", "buffer": picture.read_bytes()}
+    )
+    page.get_by_text(f"{name}: heat map").wait_for(timeout=120_000)
+    return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _server() -> Iterator[tuple[str, float]]:
+    """`streamlit run app.py` on a free local port: its URL and the moment it first answered."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    server = subprocess.Popen(
+        [*command, "--server.headless", "true"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            if time.time() > deadline or server.poll() is not None:
+                raise OSError("The dashboard did not start; run `streamlit run app.py` to see why.")
+            time.sleep(0.05)
+        yield url, time.perf_counter()
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import keras
 
-STRATEGIES = ("default", "mirrored", "multiworker")
+from bloodcell.config import STRATEGIES
 
 
 @dataclass(frozen=True)

@@ -64,8 +64,22 @@ def find(rgb: np.ndarray) -> Cell | None:
     """The cell of interest in an RGB picture, or None where no stained object is found."""
     small, scale = _work_copy(rgb)
     objects = _stained_objects(small)
+    return None if objects is None else _nearest(small, objects, scale)
+
+
+def look(rgb: np.ndarray) -> tuple[Cell | None, bool]:
+    """What serving asks of each picture, from one pass over it: the cell of interest (as
+    `find`) and whether the picture is a microscope field (as `survey(rgb).is_field`)."""
+    small, scale = _work_copy(rgb)
+    objects = _stained_objects(small)
+    wide = _wide(rgb)
     if objects is None:
-        return None
+        return None, wide
+    return _nearest(small, objects, scale), wide or _many_cells(small, objects[2])
+
+
+def _nearest(small: np.ndarray, objects: tuple[np.ndarray, np.ndarray, np.ndarray], scale: float) -> Cell:
+    """The stained object nearest the centre among those at least a quarter of the largest."""
     mask, labels, areas = objects
     index = np.arange(1, len(areas) + 1)
     centres = np.array(ndimage.center_of_mass(mask, labels, index=index))
@@ -91,18 +105,38 @@ def survey(rgb: np.ndarray) -> Field:
     around them (a white cell's nucleus covers most of a red cell's area; a platelet a tenth)."""
     small, scale = _work_copy(rgb)
     objects = _stained_objects(small)
-    red = red_cell_area(small)
-    height, width = rgb.shape[:2]
-    wide = max(height, width) >= FIELD_ASPECT * min(height, width) and min(height, width) >= FIELD_SIDE
+    wide = _wide(rgb)
     if objects is None:
         return Field((), 0, wide)
     _, labels, areas = objects
-    # and, against a poor estimate of the red cells, at least a fifth of the largest nucleus
-    nucleated = areas >= max(MIN_AREA, NUCLEUS_SHARE * red, 0.2 * areas.max())
+    nucleated = _nucleated(small, areas)
     slices = ndimage.find_objects(labels)
     cells = tuple(_cell(slices[i], scale) for i in np.flatnonzero(nucleated))
     platelets = int(((areas >= MIN_PLATELET) & ~nucleated).sum())
     return Field(cells, platelets, wide or len(cells) >= FIELD_CELLS)
+
+
+def _wide(rgb: np.ndarray) -> bool:
+    """A camera's frame: 4:3 or wider, and large."""
+    height, width = rgb.shape[:2]
+    return max(height, width) >= FIELD_ASPECT * min(height, width) and min(height, width) >= FIELD_SIDE
+
+
+def _nucleated(small: np.ndarray, areas: np.ndarray) -> np.ndarray:
+    """Which stained objects are nucleated cells: at least `NUCLEUS_SHARE` of a red cell's area
+    and, against a poor estimate of the red cells, at least a fifth of the largest nucleus."""
+    return _large(areas) & (areas >= NUCLEUS_SHARE * red_cell_area(small))
+
+
+def _large(areas: np.ndarray) -> np.ndarray:
+    return areas >= max(MIN_AREA, 0.2 * areas.max())
+
+
+def _many_cells(small: np.ndarray, areas: np.ndarray) -> bool:
+    """Whether `FIELD_CELLS` or more objects are nucleated cells; the red cells (the costlier
+    half of the work on a single cell's picture) are estimated only where enough objects are
+    large enough to be."""
+    return _large(areas).sum() >= FIELD_CELLS and _nucleated(small, areas).sum() >= FIELD_CELLS
 
 
 def red_cell_area(small: np.ndarray) -> float:

@@ -117,18 +117,22 @@ def resize_to(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
 def load(source: bytes | str | Path, size: int, framing: bool = False) -> np.ndarray:
     """Read an image and bring it to the model's input (see `prepare`): the one path of training,
     evaluation and serving, so all of them see the same pixels."""
-    return load_picture(source, size, framing)[0]
+    return prepare(read_image(source, _at_least(size, framing)), size, framing)[0]
 
 
-def load_picture(
-    source: bytes | str | Path, size: int, framing: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """The model's input of an image (as `load`) and the decoded picture it came from.
+def load_served(source: bytes | str | Path, size: int, framing: bool = False) -> tuple[np.ndarray, bool]:
+    """The model's input of a picture, the very array `load` gives training and evaluation, and
+    whether the picture is a microscope field (as `finder.survey(...).is_field` of the decoded
+    picture): one decode and one look by the finder serve both."""
+    rgb = read_image(source, _at_least(size, framing))
+    cell, is_field = finder.look(rgb)
+    return _prepared(rgb, size, framing, cell if framing else None)[0], is_field
 
-    A whole picture shrunk to the input may be decoded small (`read_image`'s `at_least`); a
-    framed cell needs the picture's own resolution around it."""
-    rgb = read_image(source, None if framing else DRAFT_MARGIN * size)
-    return prepare(rgb, size, framing)[0], rgb
+
+def _at_least(size: int, framing: bool) -> int | None:
+    """A whole picture shrunk to the input may be decoded small; a framed cell needs the
+    picture's own resolution around it."""
+    return None if framing else DRAFT_MARGIN * size
 
 
 def prepare(rgb: np.ndarray, size: int, framing: bool = False) -> tuple[np.ndarray, finder.Cell | None]:
@@ -137,15 +141,21 @@ def prepare(rgb: np.ndarray, size: int, framing: bool = False) -> tuple[np.ndarr
     With `framing`, the cell of interest is found, framed at its own size and white-balanced
     (`bloodcell.finder`); else the whole picture is resized. A blank picture, or one where
     framing finds no stained cell, is refused."""
-    found = (resize(rgb, size), None) if not framing else finder.framed(rgb, size)
-    if found is None:
+    return _prepared(rgb, size, framing, finder.find(rgb) if framing else None)
+
+
+def _prepared(
+    rgb: np.ndarray, size: int, framing: bool, cell: finder.Cell | None
+) -> tuple[np.ndarray, finder.Cell | None]:
+    if framing and cell is None:
         raise UnusableImage(
             "No stained cell could be found in this picture; please upload a picture of a "
             "stained blood smear with the cell of interest in view."
         )
-    if found[0].reshape(-1, 3).std(axis=0).max() < MIN_DETAIL:
+    x = finder.frames(rgb, (cell,), size)[0] if framing else resize(rgb, size)
+    if x.reshape(-1, 3).std(axis=0).max() < MIN_DETAIL:
         raise UnusableImage("The picture is blank (one flat colour): there is no cell to see in it.")
-    return found
+    return x, cell
 
 
 def _read_bytes(source: bytes | str | Path) -> bytes:
@@ -186,7 +196,8 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
             rgba = image.convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        # an RGB picture's pixels are read as they are: converting would only copy them
+        return np.asarray(image if mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
     except ValueError as error:  # a colour format Pillow cannot bring to RGB
         raise UnusableImage(
             f"The picture's colour format ({mode}) is not one the tool reads; "

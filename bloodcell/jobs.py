@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bloodcell import runs, storage
+from bloodcell import processes, runs, storage
 
 LOCK = ".lock"
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ class Job:
     def status(self) -> str:
         """queued, running, finished, failed, cancelled, or interrupted (its process died)."""
         record = self.record
-        if record["status"] in ("queued", "running") and not runs.alive(record):
+        if record["status"] in ("queued", "running") and not processes.alive(record):
             return "interrupted"
         return record["status"]
 
@@ -82,7 +82,7 @@ class Job:
         untouched). False when there is nothing to stop: the job has ended, or the recorded
         process is gone or cannot be proven to be the job's (a pid reused after a crash)."""
         record = self.record
-        if record["status"] not in ("queued", "running") or not runs.proven(record):
+        if record["status"] not in ("queued", "running") or not processes.proven(record):
             return False
         try:
             os.killpg(record["pid"], signal.SIGTERM)
@@ -172,7 +172,7 @@ def start(config) -> Job:
         except OSError as error:
             job.update(status="failed", error=f"Its process could not be started: {error.strerror}.")
             raise JobError(f"The training process could not be started: {error.strerror}.") from error
-        job.update(**runs.process_identity(process.pid))
+        job.update(**processes.process_identity(process.pid))
     return job
 
 
@@ -226,7 +226,8 @@ def _run(path: Path, lock_fd: int) -> int:
     job.update(status="running", started=time.time())
     current: list[runs.Run] = []
     try:
-        from bloodcell.training import TrainConfig, train
+        from bloodcell.config import TrainConfig
+        from bloodcell.training import train
 
         config = TrainConfig(**job.record["config"])
         train(

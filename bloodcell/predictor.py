@@ -2,8 +2,12 @@
 
 import copy
 import math
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -14,6 +18,9 @@ REVIEW_BELOW = 0.9
 # (label-free adaptation): fewer give BatchNorm statistics too noisy to trust.
 MIN_LAB_CELLS = 20
 MAX_LAB_CELLS = 512  # more add nothing to the statistics but memory
+DECODE_THREADS = min(8, os.cpu_count() or 1)
+ANSWER_BATCH = 256  # pictures the model answers at once while the next ones are read
+T, R = TypeVar("T"), TypeVar("R")
 
 
 FIELD_NOTE = (
@@ -64,6 +71,20 @@ class FieldAnswer:
         return [cell.as_dict() for cell in self.cells] or [{"file": self.file, "cells": 0}]
 
 
+def _in_threads(function: Callable[[T], R], items: list[T]) -> Iterator[R]:
+    """`function` of each item, in order, computed in threads: decoding (Pillow), the finder
+    (NumPy, SciPy) and resizing release the GIL, so pictures are read on every core at once."""
+    if len(items) < 2:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(max_workers=min(len(items), DECODE_THREADS)) as pool:
+        yield from pool.map(function, items)
+
+
+def _unzip(pairs: list[tuple[Prediction, np.ndarray]]) -> tuple[list[Prediction], np.ndarray]:
+    return [answer for answer, _ in pairs], np.stack([x for _, x in pairs])
+
+
 def dihedral(batch: np.ndarray) -> list[np.ndarray]:
     """The 8 flips and right-angle turns of square images (N, H, W, C), the images themselves first."""
     flipped = batch[:, :, ::-1]
@@ -76,7 +97,7 @@ def _compute_in_bfloat16(model) -> None:
     from bloodcell import archs
 
     for layer in archs.all_layers(model):
-        if layer.dtype_policy.name == "float32" and layer.name not in ("logits", "probabilities"):
+        if layer.dtype_policy.name == "float32" and layer.name not in archs.FLOAT32_LAYERS:
             layer.dtype_policy = "mixed_bfloat16"
 
 
@@ -106,15 +127,11 @@ class Classifier:
         self._bind(model)
 
     def _bind(self, model) -> None:
-        import keras
-        import tensorflow as tf
+        from bloodcell import inference
 
         self.model = model
         self._grad_cam = None
-        both = keras.Model(
-            model.inputs, [model.get_layer("head_dropout").input, model.get_layer("logits").output]
-        )
-        self._outputs = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
+        self._inference = inference.Inference(model)
         self.analyse(np.zeros((1, self.image_size, self.image_size, 3), np.uint8))  # trace once, at load
 
     def inputs(self, source: bytes | str | Path) -> np.ndarray:
@@ -155,10 +172,10 @@ class Classifier:
         return cls(runs.resolve(ref), bfloat16)
 
     def features_and_logits(self, batch: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Penultimate features and logits for uint8 images at the input size: the one
-        inference path under calibration, serving, adaptation and evaluation."""
-        outputs = [self._outputs(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
-        return tuple(np.concatenate([o[k].numpy() for o in outputs]) for k in (0, 1))
+        """Penultimate features and logits for uint8 images at the input size, through the one
+        inference path (bloodcell.inference) of calibration, serving, adaptation and evaluation."""
+        found = self._inference(batch, batch_size)
+        return found.features, found.logits
 
     def analyse(
         self, batch: np.ndarray, batch_size: int = 256, tta: bool = False
@@ -189,44 +206,59 @@ class Classifier:
         With `adapt`, the pictures are taken as cells of one laboratory and the model is first
         adapted to them (`adapted`; at least `MIN_LAB_CELLS` usable pictures)."""
         answers = [Prediction(name) for name, _ in sources]
-        arrays, where = [], []
-        for i, (_, source) in enumerate(sources):
-            try:
-                x, rgb = images.load_picture(source, self.image_size, self.framing)
-            except images.UnusableImage as error:
-                answers[i].error = str(error)
+        waiting: list[tuple[Prediction, np.ndarray]] = []
+        # the model answers a batch while the threads go on reading the next pictures
+        for answer, seen in zip(answers, _in_threads(self._served, [s for _, s in sources]), strict=True):
+            if isinstance(seen, images.UnusableImage):
+                answer.error = str(seen)
                 continue
-            arrays.append(x)
-            where.append(i)
-            if finder.survey(rgb).is_field:
-                answers[i].note = FIELD_NOTE
-        answering = self.adapted(np.stack(arrays) if arrays else np.zeros(0)) if adapt else self
-        if arrays:
-            answering._answer([answers[i] for i in where], np.stack(arrays))
+            x, is_field = seen
+            answer.note = FIELD_NOTE if is_field else None
+            waiting.append((answer, x))
+            if not adapt and len(waiting) == ANSWER_BATCH:
+                self._answer(*_unzip(waiting))
+                waiting = []
+        answering = self
+        if adapt:
+            answering = self.adapted(np.stack([x for _, x in waiting]) if waiting else np.zeros(0))
+        if waiting:
+            answering._answer(*_unzip(waiting))
         for answer in answers:
             if answer.note and answer.status == "confident":
                 answer.status = "review"
         return answers
+
+    def _served(self, source: bytes | str | Path) -> tuple[np.ndarray, bool] | images.UnusableImage:
+        try:
+            return images.load_served(source, self.image_size, self.framing)
+        except images.UnusableImage as error:
+            return error
 
     def predict_fields(self, sources: list[tuple[str, bytes | str | Path]]) -> list[FieldAnswer]:
         """Answer every nucleated cell of each microscope field (name, image bytes or path),
         each framed as the model expects; an unusable picture gets its own error."""
         fields = [FieldAnswer(name) for name, _ in sources]
         crops, cells = [], []
-        for answer, (name, source) in zip(fields, sources, strict=True):
-            try:
-                rgb = images.read_image(source)
-            except images.UnusableImage as error:
-                answer.error = str(error)
+        for answer, seen in zip(fields, _in_threads(self._cells, [s for _, s in sources]), strict=True):
+            if isinstance(seen, images.UnusableImage):
+                answer.error = str(seen)
                 continue
-            found = finder.survey(rgb)
+            found, x = seen
             answer.platelets = found.platelets
-            answer.cells = [Prediction(name, box=cell.box) for cell in found.cells]
-            crops.append(finder.frames(rgb, found.cells, self.image_size))
+            answer.cells = [Prediction(answer.file, box=cell.box) for cell in found.cells]
+            crops.append(x)
             cells += answer.cells
         if cells:
             self._answer(cells, np.concatenate(crops))
         return fields
+
+    def _cells(self, source: bytes | str | Path) -> tuple[finder.Field, np.ndarray] | images.UnusableImage:
+        try:
+            rgb = images.read_image(source)
+        except images.UnusableImage as error:
+            return error
+        found = finder.survey(rgb)
+        return found, finder.frames(rgb, found.cells, self.image_size)
 
     def _answer(self, answers: list[Prediction], x: np.ndarray) -> None:
         """Fill in class, probabilities and status of `answers` from their model inputs `x`."""

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bloodcell import storage
+from bloodcell.processes import alive, process_identity
 
 MAX_ID = 120
 RUN_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ID - 1}}}$")
@@ -35,7 +35,6 @@ SWITCHING = "switching"
 # What serving a run reads besides run.json, and the fields of run.json it reads.
 SERVING_FILES = (MODEL, "trust.npz", "calibration.json")
 SERVING_FIELDS = ("model_sha256", "temperature", "review_below", "familiar_below", "classes", "image_size")
-PROC = Path("/proc")
 
 
 class RunError(ValueError):
@@ -163,15 +162,15 @@ class Run:
 
     @property
     def metrics(self) -> dict | None:
-        return _read_optional(self._file("metrics.json"))
+        return storage.read_optional(self._file("metrics.json"))
 
     @property
     def progress(self) -> dict | None:
-        return _read_optional(self.path / "progress.json")
+        return storage.read_optional(self.path / "progress.json")
 
     @property
     def confusion(self) -> dict | None:
-        return _read_optional(self._file("confusion.json"))
+        return storage.read_optional(self._file("confusion.json"))
 
     def history(self) -> list[dict]:
         path = self._file("history.csv")
@@ -198,7 +197,7 @@ class Run:
 
     def read_json(self, name: str):
         """A JSON record of this run by file name, or None where it was not written."""
-        return _read_optional(self._file(name))
+        return storage.read_optional(self._file(name))
 
     def write_history(self, history: dict[str, list[float]]) -> None:
         keys = list(history)
@@ -218,7 +217,7 @@ class Run:
 
     @property
     def calibration(self) -> dict | None:
-        return _read_optional(self._file("calibration.json"))
+        return storage.read_optional(self._file("calibration.json"))
 
     def familiarity(self) -> dict[str, np.ndarray] | None:
         path = self._file("trust.npz")
@@ -233,7 +232,7 @@ class Run:
     def save_model(self, model) -> None:
         """Save the model atomically and record its sha256 beside it."""
         saved, digest = self._save_keras(model)
-        _move(saved, self._target(MODEL))
+        storage.move(saved, self._target(MODEL))
         storage.write_bytes(self._target(f"{MODEL}.sha256"), f"{digest}  {MODEL}\n".encode())
         self.update(model_sha256=digest)
 
@@ -243,7 +242,7 @@ class Run:
         os.close(fd)
         try:
             model.save(tmp)
-            return Path(tmp), _sha256(Path(tmp))
+            return Path(tmp), storage.sha256(Path(tmp))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -255,7 +254,7 @@ class Run:
         previous one is deleted, so an interruption always leaves the file the record names."""
         saved, digest = self._save_keras(model)
         name = f"checkpoint-{digest[:16]}.keras"
-        _move(saved, self.path / name)
+        storage.move(saved, self.path / name)
         self.update(
             checkpoint_file=name,
             checkpoint_epoch=epoch,
@@ -291,107 +290,16 @@ class Run:
         path = self._file(name)
         if not path.exists():
             raise RunError(f"Run {self.id} kept no {what} file.")
-        if not expected or _sha256(path) != expected:
+        if not expected or storage.sha256(path) != expected:
             raise RunError(
                 f"The {name} file of run {self.id} fails its checksum; "
                 "it was changed or damaged and will not be loaded."
             )
         import keras
 
-        from bloodcell import archs  # noqa: F401 - registers the custom layers before loading
+        from bloodcell import augment, networks  # noqa: F401 - registers the custom layers before loading
 
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
-
-
-def _read_optional(path: Path):
-    return storage.read_json(path) if path.exists() else None
-
-
-def _move(source: Path, target: Path) -> None:
-    try:
-        os.replace(source, target)
-    finally:
-        source.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def process_identity(pid: int | None = None) -> dict:
-    """What tells process `pid` (default: this one) from a later process given the same pid:
-    `host`, `pid`, `boot_id` and `pid_start` (its start, in clock ticks after boot), to record
-    with a job or a run. Without /proc (macOS) the last two are None."""
-    pid = pid or os.getpid()
-    stat = _proc_stat(pid)
-    return {
-        "host": socket.gethostname(),
-        "pid": pid,
-        "boot_id": _boot_id(),
-        "pid_start": stat[1] if stat else None,
-    }
-
-
-def alive(record: dict) -> bool:
-    """Whether the process a job or run `record` names still runs.
-
-    After a crash or a reboot another process may carry the recorded pid, so its start time and
-    the boot must match too (`process_identity`). A record from before these were kept counts
-    the process only if it began before the record's `started` time."""
-    pid = record.get("pid")
-    if not pid or record.get("host", socket.gethostname()) != socket.gethostname():
-        return False
-    if not (PROC / "self" / "stat").exists():  # no /proc (macOS): the pid is all there is to go by
-        return _exists(pid)
-    stat = _proc_stat(pid)
-    if stat is None or stat[0] in "ZX":  # gone, or a zombie: ended, its parent not told yet
-        return False
-    if record.get("pid_start") is None:
-        began = _boot_time() + stat[1] / os.sysconf("SC_CLK_TCK")
-        return began <= record.get("started", 0.0) + 1.0  # 1 s: the boot time is in whole seconds
-    return stat[1] == record["pid_start"] and record.get("boot_id") == _boot_id()
-
-
-def proven(record: dict) -> bool:
-    """Whether the process `record` names runs and is provably the one recorded (same start time
-    and boot): the only kind that may be signalled."""
-    return record.get("pid_start") is not None and alive(record)
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks after boot) of process `pid`; None if there is none."""
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # the command name before it may hold spaces
-    return fields[0], int(fields[19])
-
-
-def _boot_id() -> str | None:
-    try:
-        return (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def _boot_time() -> float:
-    with (PROC / "stat").open() as fh:
-        return float(next(line.split()[1] for line in fh if line.startswith("btime ")))
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        pass
-    return True
 
 
 def new_directory(root: Path, name: str) -> tuple[str, Path]:

@@ -4,30 +4,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bloodcell import archs
+from bloodcell import archs, inference
 
 # Anchor colours of a perceptually ordered map (dark blue -> cyan -> yellow -> red).
 _ANCHORS = np.array([[48, 18, 59], [40, 140, 230], [60, 220, 160], [250, 200, 40], [200, 30, 20]], float)
-
-
-def feature_layer(model: keras.Model) -> keras.layers.Layer:
-    """The layer whose spatial output heat maps explain: `feature_map` (see archs.build), else,
-    for models saved before it existed, the last plain layer with a 4-D output."""
-    names = [layer.name for layer in model.layers]
-    if "feature_map" in names:
-        return model.get_layer("feature_map")
-    for layer in reversed(model.layers):
-        if not isinstance(layer, keras.Model) and len(layer.output.shape) == 4:
-            return layer
-    raise ValueError(f"{model.name} has no spatial feature map for a heat map.")
 
 
 class GradCam:
     """Heat maps for one model, built once and reused for every image."""
 
     def __init__(self, model: keras.Model):
-        layer = feature_layer(model)
-        self._model = keras.Model(model.inputs, [layer.output, model.get_layer("logits").output])
+        self._model = inference.spatial(model)
         self._seen = archs.crop_side(model)
 
     def __call__(self, image: np.ndarray, class_index: int) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Atomic file writes and the user's cache folder."""
 
+import hashlib
 import io
 import json
 import os
@@ -59,3 +60,25 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+def read_optional(path: Path):
+    """The JSON value in `path`, or None where that file was never written."""
+    return read_json(path) if path.exists() else None
+
+
+def move(source: Path, target: Path) -> None:
+    """Put `source` in place of `target` at once; `source` is gone afterwards either way."""
+    try:
+        os.replace(source, target)
+    finally:
+        source.unlink(missing_ok=True)
+
+
+def sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

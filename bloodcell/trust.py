@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
-from sklearn.covariance import LedoitWolf
 
 TARGET_ERROR = 0.005
 FAMILIAR_QUANTILE = 0.995
@@ -111,6 +110,8 @@ class Familiarity:
         classes = np.unique(labels)
         means = np.stack([features[labels == c].mean(axis=0) for c in classes])
         centred = features - means[np.searchsorted(classes, labels)]
+        from sklearn.covariance import LedoitWolf  # half a second to import: only where it fits
+
         return cls(means, LedoitWolf().fit(centred).precision_)
 
     def distance(self, features: np.ndarray) -> np.ndarray:

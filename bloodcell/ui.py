@@ -5,6 +5,7 @@ import base64
 import hashlib
 import io
 import re
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,36 @@ def classifier(run_id: str) -> Classifier:
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
 def _classifier(run_id: str, serving_digest: str) -> Classifier:
     return Classifier(runs.get(run_id))
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> threading.Thread:
+    """Load the default model and answer one generated picture with its heat map, in a thread
+    started once per server (app.py calls this on every run; the cache makes it once), so the
+    pages draw at once and the first upload finds the model loaded and traced. Someone who
+    uploads sooner waits for the same load, not for a second one (`_classifier`'s cache)."""
+    thread = threading.Thread(target=_warm, name="bloodcell-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _warm() -> None:
+    try:
+        run_id = runs.default_id()
+        model = _classifier(run_id, runs.get(run_id).serving_digest())
+        picture = np.full((96, 96, 3), (235, 225, 230), np.uint8)
+        picture[32:64, 32:64] = (120, 40, 160)
+        data = _png(picture)
+        model.predict([("warm-up", data)])
+        model.heat_map(data, model.classes[0], display=DISPLAY_SIDE)
+    except Exception:  # noqa: BLE001 - the page that needs the model reports what is wrong with it
+        return
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -169,7 +200,7 @@ def _answered(
 
 
 def is_field(data: bytes) -> bool:
-    """Whether an uploaded picture is a microscope field rather than one cell's (`finder.survey`);
+    """Whether an uploaded picture is a microscope field rather than one cell's (`finder.look`);
     False for a picture that cannot be read (its answer says why)."""
     seen = _seen(_digest(data), data)
     return seen is not None and seen[1]
@@ -231,7 +262,7 @@ def _seen(digest: str, _data: bytes) -> tuple[np.ndarray, bool] | None:
         if scale >= 1
         else images.resize_to(rgb, max(1, round(width * scale)), max(1, round(height * scale)))
     )
-    return shown, finder.survey(rgb).is_field
+    return shown, finder.look(rgb)[1]
 
 
 def thumbnail(data: bytes, size: int = 64) -> str | None:
@@ -249,6 +280,27 @@ def _thumbnail(digest: str, size: int, _data: bytes) -> str | None:
     buffer = io.BytesIO()
     small.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def example_files() -> list[tuple[str, bytes]]:
+    """Example pictures at one click (`bloodcell.examples`): pills under the uploader, and the
+    chosen picture as (name, bytes), like an upload; [] where none is chosen or none is here."""
+    from bloodcell import examples
+
+    offered = {e.name: e for e in examples.available()}
+    if not offered:
+        return []
+    chosen = st.pills(
+        "No pictures at hand? Try an example",
+        list(offered),
+        format_func=lambda name: name.removesuffix(".jpg").replace("-", " "),
+        key="classify_example",
+        help="Cells from the PBC dataset (Barcelona, CellaVision) and fields from the BCCD dataset.",
+    )
+    if chosen is None:
+        return []
+    st.caption(f"Example {chosen}: {offered[chosen].credit}.")
+    return [(chosen, offered[chosen].read())]
 
 
 def markdown_text(text: str) -> str:

@@ -1,9 +1,9 @@
 """Clinical page: upload cell images, get class, probabilities, status and a heat map."""
 
-import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
-from bloodcell import images, report, runs, ui
+from bloodcell import images, report, review_ui, runs, ui
 from bloodcell.classes import DISPLAY_NAMES, WHITE_CELLS
 from bloodcell.predictor import MIN_LAB_CELLS
 
@@ -34,7 +34,8 @@ uploads = st.file_uploader(
     type=[e.lstrip(".") for e in images.EXTENSIONS],
     accept_multiple_files=True,
 )
-if not uploads:
+example = [] if uploads else ui.example_files()
+if not uploads and not example:
     st.info("Upload one image, or a whole slide's worth at once.")
     st.stop()
 if len(uploads) > ui.MAX_FILES:
@@ -42,7 +43,7 @@ if len(uploads) > ui.MAX_FILES:
         f"A batch holds at most {ui.MAX_FILES} pictures: the first {ui.MAX_FILES} are answered. "
         f"Please upload the other {len(uploads) - ui.MAX_FILES} as another batch."
     )
-files = [(f.name, f.getvalue()) for f in uploads[: ui.MAX_FILES]]
+files = [(f.name, f.getvalue()) for f in uploads[: ui.MAX_FILES]] or example
 mode = st.radio(
     "Pictures are",
     ["decided per picture", "single cells", "microscope fields"],
@@ -124,13 +125,14 @@ if len(good) == 1 and not fields:
     right.metric("Class", DISPLAY_NAMES[answer.label])
     right.metric("Probability", f"{answer.probabilities[answer.label]:.1%}")
     right.markdown(f"**Status:** {STATUS_TEXT[answer.status]}")
-    chart = px.bar(
-        x=list(answer.probabilities.values()),
-        y=[DISPLAY_NAMES[c] for c in answer.probabilities],
-        orientation="h",
-        labels={"x": "calibrated probability", "y": ""},
-        range_x=[0, 1],
+    chart = go.Figure(
+        go.Bar(
+            x=list(answer.probabilities.values()),
+            y=[DISPLAY_NAMES[c] for c in answer.probabilities],
+            orientation="h",
+        )
     )
+    chart.update_layout(xaxis={"title": "calibrated probability", "range": [0, 1]})
     right.plotly_chart(chart, width="stretch")
 elif good or field_cells:
     if good:
@@ -180,3 +182,12 @@ elif good or field_cells:
         "Download differential (CSV)", report.differential_csv(counts, run_id), "differential.csv"
     )
     right.download_button("Download all cells (CSV)", report.cells_csv(answers, run_id), "cells.csv")
+
+if good or field_cells:
+    st.divider()
+    review_ui.save_as_case(
+        classifier,
+        good,
+        [(field, data) for field, (_, data) in zip(fields, field_files, strict=True)],
+        adapted_to=len(files) if adapt and not not_adapted else 0,
+    )

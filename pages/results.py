@@ -4,7 +4,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from bloodcell import images, results, runs, ui
+from bloodcell import images, results, review_ui, runs, ui
 from bloodcell.classes import DISPLAY_NAMES
 
 ui.inside_navigation()
@@ -183,3 +183,5 @@ for stored in chosen:
         f"{stored.run.id}.json",
         key=stored.run.id,
     )
+
+review_ui.agreement_table()

@@ -1,11 +1,14 @@
-"""Research page: start a training job in the background and follow it."""
+"""Research page: fill the training form (by hand or from a recipe), see how long the job
+will take here, start it in the background and follow it. The form is generated from the
+options' one declaration (bloodcell.config), so it offers what the command line does."""
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from bloodcell import archs, datasets, jobs, training, ui
+from bloodcell import archs, config, datasets, jobs, recipes, runs, ui
 
 ui.inside_navigation()
+KEY = "train."
 
 st.title("Train a model")
 folders = datasets.configured()
@@ -13,83 +16,68 @@ if not folders:
     st.warning("No data folder is configured: set BLOODCELL_DATA to folders with one sub-folder per class.")
     st.stop()
 
-with st.form("train"):
-    left, right = st.columns(2)
-    data = left.selectbox("Dataset", list(folders))
-    arch = right.selectbox(
-        "Architecture", list(archs.REGISTRY), format_func=lambda n: f"{n}: {archs.get(n).description}"
-    )
-    a, b, c = st.columns(3)
-    image_size = a.number_input(
-        "Image size (px, 0: the architecture's)", 0, training.MAX_IMAGE_SIZE, 0, step=8
-    )
-    crop = b.slider(
-        "Central crop", 0.3, 1.0, 1.0, 0.01, help="share of the image's side the network sees; 1: all of it"
-    )
-    epochs = c.number_input("Epochs", 1, 500, 30)
-    batch_size = a.number_input("Batch size", 1, training.MAX_BATCH_SIZE, 64)
-    optimizer = a.selectbox("Optimizer", training.OPTIMIZERS)
-    learning_rate = b.number_input("Learning rate", 1e-6, 1.0, 2e-3, format="%.5f")
-    schedule = c.selectbox("Schedule", training.SCHEDULES)
-    weight_decay = a.number_input("Weight decay", 0.0, 0.1, 5e-4, format="%.5f")
-    label_smoothing = b.number_input("Label smoothing", 0.0, 0.5, 0.1)
-    folds = c.selectbox(
-        "Cross-validation folds", [0, 5, 3, 10], help="0: one stratified 70/30 split, 20% validation"
-    )
-    augment = a.checkbox("Augmentation", True)
-    framing = b.checkbox(
-        "Frame the cell", help="find the cell in each picture and frame it at its own size, white-balanced"
-    )
-    stain_augment = c.checkbox(
-        "Other laboratories' stains", help="augment stain mixing, zoom, blur and noise as well"
-    )
-    shuffle = b.checkbox("Shuffle", True)
-    balance = c.radio("Class imbalance", ["none", "class weights", "SMOTE"], horizontal=True)
-    weights = a.selectbox(
-        "Backbone weights", ["none", "imagenet"], help="ImageNet weights need internet access"
-    )
-    head_epochs = b.number_input("SupCon classifier epochs", 1, 100, 5)
-    fine_tune = c.checkbox("SupCon fine-tuning")
-    seed = a.number_input("Seed", 0, 2**31 - 1, 0)
-    strategy = b.selectbox(
-        "Devices", ["default", "mirrored"], help="mirrored: every GPU of this machine (TensorFlow)"
-    )
-    mixed_precision = c.checkbox("Mixed precision", help="bfloat16 on CPUs that have it, float16 on GPUs")
-    stream = a.checkbox("Read images from their files", help="for datasets larger than memory")
-    submitted = st.form_submit_button("Start training", type="primary")
 
-if submitted:
+def fill(values: dict) -> None:
+    """Put `values` in the form; a missing choice (None) shows as the first one offered."""
+    for name, value in values.items():
+        kind, arguments = config.BY_NAME[name].widget()
+        if value is None and kind == "selectbox":
+            value = arguments["options"][0]
+        st.session_state[KEY + name] = value
+
+
+def use(preset: str) -> None:
     try:
-        config = training.TrainConfig(
-            arch=arch,
-            data=str(folders[data]),
-            image_size=image_size or None,
-            crop=crop,
-            framing=framing,
-            stain_augment=stain_augment,
-            epochs=epochs,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            learning_rate=learning_rate,
-            schedule=schedule,
-            weight_decay=weight_decay,
-            label_smoothing=label_smoothing,
-            folds=folds,
-            augment=augment,
-            shuffle=shuffle,
-            class_weights=balance == "class weights",
-            smote=balance == "SMOTE",
-            weights=weights,
-            head_epochs=head_epochs,
-            fine_tune=fine_tune,
-            seed=seed,
-            strategy=strategy,
-            mixed_precision=mixed_precision,
-            stream=stream,
-        )
-        jobs.start(config)
+        fill(recipes.preset(preset, st.session_state[KEY + "arch"]))
+        st.session_state[KEY + "filled"] = f"The form holds {preset}."
+    except (ValueError, runs.RunError) as error:
+        st.session_state[KEY + "filled"] = f"error: {error}"
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def image_count(folder: str) -> int:
+    return len(datasets.discover(folder))
+
+
+if KEY + "arch" not in st.session_state:
+    fill({**recipes.defaults(), "arch": "cnn"})
+
+st.write("Start from a recipe, then change what you like:")
+for column, preset in zip(st.columns(len(recipes.PRESETS)), recipes.PRESETS, strict=True):
+    column.button(preset.capitalize(), on_click=use, args=(preset,), width="stretch")
+filled = st.session_state.pop(KEY + "filled", "")
+if filled.startswith("error: "):
+    st.error(filled.removeprefix("error: "))
+elif filled:
+    st.caption(filled)
+
+data = st.selectbox("Dataset", list(folders), key=KEY + "dataset")
+values = {}
+for group in config.GROUPS:
+    with st.expander(group, expanded=group == config.GROUPS[0]):
+        columns = st.columns(3)
+        shown = [o for o in config.OPTIONS if o.group == group and o.page]
+        for k, option in enumerate(shown):
+            kind, arguments = option.widget()
+            if option.optional and kind == "number_input":
+                arguments["value"] = None  # empty: derived, as the label says
+            widget = getattr(columns[k % 3], kind)
+            values[option.name] = widget(option.label, key=KEY + option.name, **arguments)
+st.caption(archs.get(values["arch"]).description)
+
+try:
+    chosen = config.TrainConfig(data=str(folders[data]), **values)
+    images = image_count(str(folders[data]))
+except ValueError as error:
+    chosen = None
+    st.error(str(error))
+if chosen is not None:
+    st.info(recipes.estimate(chosen, images).sentence)
+if st.button("Start training", type="primary", disabled=chosen is None):
+    try:
+        jobs.start(chosen)
         st.success("Training started. It runs on in the background even if you close this page.")
-    except (ValueError, jobs.JobError, OSError) as error:
+    except (jobs.JobError, OSError) as error:
         st.error(str(error))
 
 

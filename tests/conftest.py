@@ -13,6 +13,12 @@ needs_pool = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def private_cases(tmp_path, monkeypatch):
+    """Every test keeps its cases in its own database, never the user's."""
+    monkeypatch.setenv("BLOODCELL_CASES", str(tmp_path / "cases.sqlite3"))
+
+
 @pytest.fixture
 def artifacts(tmp_path, monkeypatch):
     """A private artifacts and cache folder, so tests never touch the committed runs."""

@@ -136,12 +136,14 @@ def test_train_page_starts_a_job_and_shows_it(tiny_dataset, artifacts, monkeypat
 
     monkeypatch.setenv("BLOODCELL_DATA", str(tiny_dataset))
     app = open_page("pages/train.py")
-    assert app.selectbox[0].value == "tiny"
-    app.number_input[0].set_value(32)
-    app.number_input[1].set_value(1)
-    app.number_input[2].set_value(16)
-    next(c for c in app.checkbox if c.label == "Frame the cell").check()
-    app.button[0].click()
+    assert app.selectbox(key="train.dataset").value == "tiny"
+    app.number_input(key="train.image_size").set_value(32)
+    app.number_input(key="train.epochs").set_value(1)
+    app.number_input(key="train.batch_size").set_value(16)
+    app.checkbox(key="train.framing").check()
+    app.run()
+    assert "No cnn run has been trained on this machine yet" in app.info[0].value
+    next(b for b in app.button if b.label == "Start training").click()
     app.run()
     assert not app.exception and "started" in app.success[0].value
     job = jobs.all_jobs()[0]
@@ -152,6 +154,56 @@ def test_train_page_starts_a_job_and_shows_it(tiny_dataset, artifacts, monkeypat
     assert job.status == "finished", job.log()
     app.run()
     assert any("Finished" in s.value for s in app.success)
+
+
+def test_train_page_presets_fill_the_form_and_the_time_is_estimated(tiny_dataset, served_model, monkeypatch):
+    from bloodcell import config, recipes
+
+    monkeypatch.setenv("BLOODCELL_DATA", str(tiny_dataset))
+    import os
+
+    served_model.update(
+        config={"arch": "cnn", "data": "elsewhere", "image_size": 32, "epochs": 48},
+        train_seconds=60.0,
+        finished=served_model.record["started"] + 70.0,
+        dataset={"counts": {"basophil": 100}},
+        versions={"cpus": str(os.cpu_count()), "accelerator": "none"},
+    )
+    app = open_page("pages/train.py")
+    shown = {
+        w.key.removeprefix("train.")
+        for kind in ("number_input", "checkbox", "selectbox", "text_input")
+        for w in app.get(kind)
+    }
+    assert shown >= {o.name for o in config.OPTIONS if o.page}  # the form offers every option
+
+    def preset(name: str) -> None:
+        next(b for b in app.button if b.label == name.capitalize()).click()
+        app.run()
+        assert not app.exception and not app.error, app.error
+
+    preset(recipes.FIVE_MINUTES)
+    assert app.number_input(key="train.image_size").value == 80
+    assert (
+        app.number_input(key="train.crop").value == 0.67 and app.number_input(key="train.epochs").value == 8
+    )
+    app.selectbox(key="train.arch").set_value("inceptionv3")
+    app.run()
+    preset(recipes.COMPARISON)
+    assert (
+        app.number_input(key="train.image_size").value == 75
+        and not app.checkbox(key="train.keep_model").value
+    )
+    assert app.text_input(key="train.name").value == "cmp75-inceptionv3"
+    preset(recipes.DEFAULT_RECIPE)
+    assert app.selectbox(key="train.arch").value == "cnn" and app.number_input(key="train.epochs").value == 48
+    assert app.number_input(key="train.crop").value == 1.0  # back to its default: a preset is whole
+    # the served run: finished and timed on this machine, so it is what the estimate scales from
+    assert "About" in app.info[0].value and served_model.id in app.info[0].value
+    app.selectbox(key="train.arch").set_value("inceptionv3")  # 32 px: too small for it
+    app.run()
+    assert "at least 75 px" in app.error[0].value
+    assert next(b for b in app.button if b.label == "Start training").disabled
 
 
 def metrics_for(accuracy: float) -> dict:
@@ -232,11 +284,13 @@ def test_reruns_decode_nothing_again(served_model, monkeypatch):
     app.file_uploader[0].set_value(files)
     app.run()
     assert len(app.dataframe[0].value) == 4
-    first = len(decoded)
+    uploaded = {data for _, data, _ in files}  # not the warm-up's generated picture
+    first = sum(source in uploaded for source in decoded)
     assert first == 2 * len(files)  # once for the model's answer, once for the thumbnail
     app.run()  # what a download button or any other click does
     app.run()
-    assert not app.exception and len(decoded) == first and len(app.dataframe[0].value) == 4
+    assert not app.exception and sum(source in uploaded for source in decoded) == first
+    assert len(app.dataframe[0].value) == 4
 
 
 def test_a_batch_is_capped_with_a_sentence(served_model, monkeypatch):
@@ -355,3 +409,20 @@ def test_a_damaged_only_model_is_a_sentence_not_a_traceback(served_model):
     app.run()
     assert not app.exception and not app.metric
     assert "fails its checksum" in app.error[0].value and "No model can answer" in app.error[0].value
+
+
+def test_classify_an_example_at_one_click(served_model, tmp_path, monkeypatch):
+    from bloodcell import examples
+
+    monkeypatch.setenv("BLOODCELL_EXAMPLES", str(tmp_path))
+    for name, (folder, file, _) in examples.PICTURES.items():
+        (tmp_path / folder / file).parent.mkdir(parents=True, exist_ok=True)
+        k = list(examples.PICTURES).index(name)
+        cell_image(k % 8, size=160).save(tmp_path / folder / file, format="JPEG")
+    app = open_page("pages/classify.py")
+    assert not app.metric and app.pills[0].options[0] == "basophil"
+    app.pills[0].set_value("monocyte.jpg")
+    app.run()
+    assert not app.exception
+    assert app.metric[0].label == "Class"
+    assert any("Example monocyte.jpg: Acevedo" in c.value for c in app.caption)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bloodcell import archs, runs
+from bloodcell import archs, networks, runs
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -36,7 +36,7 @@ def test_preprocessing_modes_match_keras():
     x = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     for mode in ("tf", "torch", "caffe"):
         expected = imagenet_utils.preprocess_input(x.copy(), mode=mode)
-        np.testing.assert_allclose(np.asarray(archs.Preprocess(mode)(x)), expected, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(networks.Preprocess(mode)(x)), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_local_weights_file_is_loaded(tmp_path):

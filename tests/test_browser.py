@@ -244,7 +244,7 @@ def test_twenty_simultaneous_sessions_are_answered_by_one_model(served, browser,
         page.context.close()
 
 
-NAVIGATION = ["Classify cells", "Results", "Training", "About"]
+NAVIGATION = ["Classify cells", "Review and sign", "Results", "Training", "About"]
 
 
 @pytest.mark.parametrize(

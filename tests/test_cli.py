@@ -132,7 +132,7 @@ def test_predict_answers_every_awkward_input_or_refuses_it_in_words(served_model
 def test_every_training_option_is_on_the_command_line(env):
     from dataclasses import fields
 
-    from bloodcell.training import TrainConfig
+    from bloodcell.config import TrainConfig
 
     shown = bloodcell("train", "--help", env=env).stdout
     for field in fields(TrainConfig):
@@ -228,3 +228,47 @@ def test_detect_measures_recall_precision_and_time_on_annotated_fields(served_mo
     assert result["class_right"] is None  # the annotations do not say which white cells they are
     assert result["ms_per_field"]["median"] > 0 and result["ms_12_megapixels"]["median"] > 0
     assert "| 2 | 100.0% | 3 | 66.7% | — (0) |" in readme.read_text()
+
+
+NO_MODEL_COMMANDS = [["--help"], ["archs"], ["runs"], ["table"], ["train", "--help"]]
+
+
+@pytest.mark.parametrize("args", NO_MODEL_COMMANDS, ids=" ".join)
+def test_commands_that_need_no_model_load_no_tensorflow(env, args):
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['bloodcell', *{args!r}]\n"
+        "try:\n"
+        "    runpy.run_module('bloodcell', run_name='__main__')\n"
+        "except SystemExit as end:\n"
+        "    assert end.code in (0, None), end.code\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_every_command_module_imports_without_tensorflow(env):
+    code = (
+        "import sys\nfrom bloodcell import cli\ncli.parser()\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_train_options_parse_into_the_config_they_declare():
+    from bloodcell import cli
+    from bloodcell.config import TrainConfig, from_arguments
+
+    args = cli.parser("train").parse_args(
+        ["train", "--arch", "cnn", "--data", "d", "--no-augment", "--epochs", "3", "--weights", "none"]
+    )
+    assert from_arguments(args) == TrainConfig(arch="cnn", data="d", augment=False, epochs=3)
+    assert args.set_default is False

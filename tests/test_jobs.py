@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bloodcell import cli, jobs, runs, storage
-from bloodcell.training import TrainConfig
+from bloodcell import cli, jobs, processes, runs, storage
+from bloodcell.config import TrainConfig
 from tests.conftest import ROOT
 
 
@@ -114,7 +114,7 @@ def test_a_reused_pid_is_not_taken_for_the_jobs_process(artifacts, stranger):
     assert older.status == "interrupted" and older.cancel() is False
     assert running_job(pid=stranger.pid, started=time.time()).status == "running"
     assert stranger.poll() is None
-    assert runs.process_identity(stranger.pid) == identity
+    assert processes.process_identity(stranger.pid) == identity
 
 
 def test_cancel_signals_the_proven_process_only_and_never_raises(artifacts, stranger, monkeypatch):

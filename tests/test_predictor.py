@@ -98,3 +98,22 @@ def test_field_mode_answers_every_cell_with_its_box(served_model):
     assert all(c.file == "field.png" and c.label and c.status and len(c.box) == 4 for c in cells)
     assert fields[1].cells == [] and fields[1].lines() == [{"file": "empty.png", "cells": 0}]
     assert fields[2].error and fields[2].lines() == [{"file": "notes.png", "error": fields[2].error}]
+
+
+@pytest.mark.parametrize("model", ["served_model", "framed_model"])
+def test_predict_answers_the_very_arrays_training_reads(model, request, monkeypatch):
+    from bloodcell import images
+    from tests.conftest import POOL
+
+    if not POOL.is_dir():
+        pytest.skip(f"the PBC image pool is not at {POOL} (a fresh machine)")
+    request.getfixturevalue(model)
+    classifier = Classifier.load()
+    files = [sorted((POOL / c).glob("*.jpg"))[0] for c in classifier.classes]
+    seen = []
+    answer = Classifier._answer
+    monkeypatch.setattr(Classifier, "_answer", lambda self, a, x: seen.append(x) or answer(self, a, x))
+    answers = classifier.predict([(f.name, f.read_bytes()) for f in files])
+    assert all(a.error is None for a in answers)
+    trained = np.stack([images.load(f, classifier.image_size, classifier.framing) for f in files])
+    assert np.concatenate(seen).tobytes() == trained.tobytes()

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from bloodcell import archs, runs, storage
+from bloodcell import archs, processes, runs, storage
 
 
 def _model():
@@ -95,7 +95,7 @@ def test_a_reused_pid_does_not_keep_a_run_running(artifacts):
         # the record of a process that died an hour ago; its pid is now another process's
         run.update(pid=stranger.pid, pid_start=None, started=time.time() - 3600)
         assert run.status == "interrupted"
-        identity = runs.process_identity(stranger.pid)
+        identity = processes.process_identity(stranger.pid)
         run.update(**{**identity, "pid_start": identity["pid_start"] + 1})
         assert run.status == "interrupted"
         run.update(**identity)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bloodcell import archs, finder, saliency
+from bloodcell import archs, finder, networks, saliency
 
 
 @pytest.mark.parametrize(("name", "size"), [("cnn", 32), ("unet", 32), ("mobilenetv2", 32)])
@@ -19,7 +19,7 @@ def test_heat_map_follows_the_evidence():
 
     image_in = keras.Input((32, 32, 3))
     red = keras.layers.Conv2D(1, 1, use_bias=False)
-    features = archs.feature_map(red(image_in))
+    features = networks.feature_map(red(image_in))
     pooled = keras.layers.GlobalAveragePooling2D()(features)
     logits = keras.layers.Dense(2, name="logits", kernel_initializer="ones")(pooled)
     model = keras.Model(image_in, keras.layers.Softmax(name="probabilities")(logits))

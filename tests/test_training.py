@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bloodcell import archs, datasets, runs, training
-from bloodcell.training import SupConLoss, TrainConfig, oversample
+from bloodcell import archs, augment, config, datasets, fit, progress, runs, scoring, training
+from bloodcell.config import TrainConfig
+from bloodcell.fit import SupConLoss, oversample
 from tests.conftest import cell_image
 
 
@@ -58,7 +59,7 @@ def test_train_applies_smote_to_the_training_split_only(imbalanced, artifacts, m
         seen.append(x.copy())
         return oversample(x, y, seed)
 
-    monkeypatch.setattr(training, "oversample", spy)
+    monkeypatch.setattr(fit, "oversample", spy)
     config = TrainConfig(arch="cnn", data=str(imbalanced), image_size=32, epochs=1, batch_size=16, smote=True)
     training.train(config, log=lambda line: None)
     data = datasets.discover(imbalanced)
@@ -68,7 +69,7 @@ def test_train_applies_smote_to_the_training_split_only(imbalanced, artifacts, m
 
 
 def test_class_weights_are_inverse_frequency():
-    weights = training.class_weights(np.array([0, 0, 0, 1]), 3)
+    weights = fit.class_weights(np.array([0, 0, 0, 1]), 3)
     assert weights[0] == pytest.approx(4 / 9) and weights[1] == pytest.approx(4 / 3) and weights[2] == 0.0
 
 
@@ -136,20 +137,20 @@ def test_cross_validation_records_mean_and_spread(tiny_dataset, artifacts):
 
 def test_augment_changes_training_batches_only_and_keeps_pixels_in_range():
     images = np.stack([np.asarray(cell_image(k % 8, size=48, seed=k)) for k in range(6)])
-    augment = training.Augment(seed=3)
-    served = np.asarray(augment(images, training=False))
+    layer = augment.Augment(seed=3)
+    served = np.asarray(layer(images, training=False))
     assert served.dtype == np.float32 and np.array_equal(served, images.astype(np.float32))
-    seen = np.asarray(augment(images, training=True))
+    seen = np.asarray(layer(images, training=True))
     assert seen.shape == images.shape and seen.min() >= 0 and seen.max() <= 255
     assert not np.allclose(seen, images)
-    again = np.asarray(augment(images, training=True))
+    again = np.asarray(layer(images, training=True))
     assert not np.allclose(seen, again), "two draws gave the same augmentation"
 
 
 def test_batches_cover_every_image_once_per_epoch_in_a_new_order():
     x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
     y = np.eye(2, dtype=np.float32)[np.array([0] * 7 + [1] * 3)]
-    batches = training.Batches(x, y, batch_size=4, shuffle=True, seed=1, weights={0: 0.5, 1: 2.0})
+    batches = augment.Batches(x, y, batch_size=4, shuffle=True, seed=1, weights={0: 0.5, 1: 2.0})
     assert len(batches) == 3
 
     def epoch():
@@ -164,7 +165,7 @@ def test_batches_cover_every_image_once_per_epoch_in_a_new_order():
     batches.on_epoch_end()
     second, _ = epoch()
     assert sorted(second) == list(range(10)) and not np.array_equal(first, second)
-    images, labels = training.Batches(x, y[:, 1], batch_size=4, views=2)[0]
+    images, labels = augment.Batches(x, y[:, 1], batch_size=4, views=2)[0]
     assert len(images) == 8 and np.array_equal(images[:4], images[4:])
     assert np.array_equal(labels[:4], labels[4:])
 
@@ -176,7 +177,7 @@ def test_precise_batchnorm_sets_running_statistics_to_those_of_clean_images():
     outputs = keras.layers.BatchNormalization(momentum=0.99, name="bn")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(keras.layers.Flatten()(outputs)))
     x = np.random.default_rng(0).uniform(100, 200, (64, 4, 4, 3)).astype(np.float32)
-    training.precise_batchnorm(model, x, None, batch_size=16, seed=0)
+    fit.precise_batchnorm(model, x, None, batch_size=16, seed=0)
     bn = model.get_layer("bn")
     assert np.allclose(np.asarray(bn.moving_mean), x.mean(axis=(0, 1, 2)), rtol=1e-4)
     assert bn.momentum == 0.99
@@ -227,28 +228,28 @@ def test_split_seed_keeps_the_split_while_the_seed_changes_the_model(tiny_datase
 
 
 def test_training_options_are_bounded_to_what_the_machine_holds():
-    with pytest.raises(ValueError, match="choose at most 320 px"):
+    with pytest.raises(ValueError, match=r"image size must be from 16 to 320 \(--image-size\); 512"):
         TrainConfig(arch="cnn", data="data", image_size=512)
-    with pytest.raises(ValueError, match="batch size between 1 and 256"):
+    with pytest.raises(ValueError, match=r"batch size must be from 1 to 256"):
         TrainConfig(arch="cnn", data="data", batch_size=1024)
-    assert max(arch.input_size for arch in archs.REGISTRY.values()) <= training.MAX_IMAGE_SIZE
+    assert max(arch.input_size for arch in archs.REGISTRY.values()) <= config.MAX_IMAGE_SIZE
     assert TrainConfig(arch="hybrid", data="data").image_size == 299
 
 
 def test_the_time_left_is_estimated_after_warm_up_only(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(training, "time", SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(progress, "time", SimpleNamespace(time=lambda: clock[0]))
     written = []
     run = SimpleNamespace(write_json=lambda name, value: written.append(value))
-    progress = training.Progress(run, steps=10, epochs=5, log=lambda line: None)
-    progress.on_epoch_begin(0)
+    tracker = progress.Progress(run, steps=10, epochs=5, log=lambda line: None)
+    tracker.on_epoch_begin(0)
     clock[0] = 120.0  # the first batch traces and compiles the model
-    progress.on_train_batch_end(0)
+    tracker.on_train_batch_end(0)
     assert written[-1]["remaining"] is None  # not 120 s for a fiftieth of the run: 98 min
     for epoch, batch in [(0, b) for b in range(1, 10)] + [(1, b) for b in range(4)]:
-        progress.on_epoch_begin(epoch)
+        tracker.on_epoch_begin(epoch)
         clock[0] += 1.0  # then a second a batch
-        progress.on_train_batch_end(batch)
+        tracker.on_train_batch_end(batch)
     done = written[-1]["epoch"] - 1 + written[-1]["batch"] / 10
     assert written[-1]["remaining"] == pytest.approx((5 - done) * 10 * 1.0)  # batches left x 1 s
     assert [w["remaining"] for w in written[:-1]].count(None) >= 3
@@ -291,11 +292,11 @@ def test_rescore_switches_the_model_and_its_calibration_at_once(stored_run, monk
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the process is killed after the new weights, before their calibration
 
-    monkeypatch.setattr(training, "precise_batchnorm", better_statistics)
+    monkeypatch.setattr(fit, "precise_batchnorm", better_statistics)
     with monkeypatch.context() as patch:
-        patch.setattr(training, "fit_trust", killed)
+        patch.setattr(scoring, "fit_trust", killed)
         with pytest.raises(KeyboardInterrupt):
-            training.rescore(run, log=lambda line: None)
+            scoring.rescore(run, log=lambda line: None)
     assert {name: (run.path / name).read_bytes() for name in before} == before
     assert run.record["temperature"] == 7.0 and run.metrics is None
     served = run.serving_digest()
@@ -311,7 +312,7 @@ def test_rescore_switches_the_model_and_its_calibration_at_once(stored_run, monk
     with monkeypatch.context() as patch:
         patch.setattr(os, "replace", killed_while_moving)
         with pytest.raises(KeyboardInterrupt):
-            training.rescore(run, log=lambda line: None)
+            scoring.rescore(run, log=lambda line: None)
     reader = runs.get(run.id)  # what a page or the command line loads now: the new set, whole
     record = reader.record
     assert record["model_sha256"] != hashlib.sha256(before["model.keras"]).hexdigest()
