@@ -73,6 +73,10 @@ COMMANDS: dict[str, Command] = {
         run="table",
         arguments="table_arguments",
     ),
+    "compact": Command(
+        "a small copy of a dataset through the loader, to train on a lent accelerator",
+        "bloodcell.commands.compact",
+    ),
     "rescore": Command(
         "score a stored run again on (a copy of) its data: BatchNorm, metrics, calibration",
         "bloodcell.commands.rescore",

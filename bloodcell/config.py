@@ -8,6 +8,7 @@ Keras or TensorFlow.
 
 import argparse
 import dataclasses
+import shlex
 import typing
 from dataclasses import dataclass, field
 
@@ -354,3 +355,20 @@ def stored(values: dict) -> TrainConfig:
     """The TrainConfig of a run record's `config`: options the record predates get their
     defaults, and keys no option has any more are left out, so older runs still load."""
     return TrainConfig(**{k: v for k, v in values.items() if k in BY_NAME})
+
+
+def command(config: TrainConfig) -> str:
+    """The `train` command line that gives `config`: the required options and those off their
+    default, so a recorded run says how to train it again."""
+    words = ["python -m bloodcell train"]
+    defaults = TrainConfig(**{o.name: getattr(config, o.name) for o in OPTIONS if o.required})
+    for o in OPTIONS:
+        value = getattr(config, o.name)
+        if not o.required and value == getattr(defaults, o.name):
+            continue
+        if o.type is bool:
+            words.append(o.flag)
+        elif value is not None:
+            text = str(value)
+            words.append(f"{o.flag} {shlex.quote(text)}")
+    return " ".join(words)

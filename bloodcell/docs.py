@@ -8,7 +8,7 @@ import difflib
 import sys
 from pathlib import Path
 
-from bloodcell import adaptation, results, runs, storage
+from bloodcell import adaptation, config, results, runs, storage
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "results.md"
 POOL = "../shared/data/pbc-pool"
@@ -295,8 +295,25 @@ def _crosslab_section(every: list[runs.Run]) -> str:
             "",
             adaptation.comparison(measured),
             "",
+            *_copies(measured),
         ]
     )
+
+
+def _copies(measured: list[runs.Run]) -> list[str]:
+    """How the runs that learned from a compact copy of their data came to their figures."""
+    lines = []
+    for run in measured:
+        trained, scored = run.record.get("dataset", {}), run.record.get("scored_on")
+        if scored and trained.get("root") != scored.get("root"):
+            trained_by = config.command(config.stored(run.record["config"]))
+            lines.append(
+                f"- {run.id}: trained on {results.trained_on(run.record)} from a compact copy of the "
+                f"pool (`{Path(trained['root']).name}`, made by `python -m bloodcell compact`) by "
+                f"`{trained_by}`, then scored on the originals by `python -m bloodcell rescore "
+                f"--model {run.id} --data {scored['root']}`."
+            )
+    return [*lines, ""] if lines else []
 
 
 def _kept_section() -> str:

@@ -156,10 +156,14 @@ def unet(x, weights=None, widths=(32, 64, 128, 256)):
     return layers.Concatenate(name="features")([bottom, decoded])
 
 
-def _application(factory: str, notop_file: str):
+def _application(factory: str, notop_file: str, he_init: bool = False):
     """A builder over a keras.applications backbone without its top. Weights: 'imagenet'
     (Keras downloads and caches them), a local weights file, a folder holding Keras' own
-    file `notop_file`, or None for random initialisation."""
+    file `notop_file`, or None for random initialisation.
+
+    `he_init`: from scratch, draw the convolutions' kernels for ReLU (He et al. 2015) instead of
+    Keras' Glorot default. A deep plain stack without normalisation (VGG-16's 13 convolutions)
+    otherwise halves its signal at every layer and never leaves the commonest class."""
 
     def builder(x, weights=None):
         from keras import applications
@@ -177,6 +181,8 @@ def _application(factory: str, notop_file: str):
                 ) from error
             return backbone(x)
         backbone = create(include_top=False, weights=None, input_shape=shape)
+        if he_init and weights is None:
+            _he_kernels(backbone)
         if weights is not None:
             path = Path(weights) / notop_file if Path(weights).is_dir() else Path(weights)
             if not path.is_file():
@@ -190,9 +196,18 @@ def _application(factory: str, notop_file: str):
     return builder
 
 
+def _he_kernels(model, input_scale: float = 64.0) -> None:
+    """He-initialised convolutions, the first divided by the spread of its caffe-preprocessed
+    input (pixel values minus their mean, about 64), so the signal enters at unit scale."""
+    convolutions = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    for seed, layer in enumerate(convolutions):  # a seeded initializer repeats its draw: one seed each
+        kernel = keras.initializers.HeNormal(seed=seed)(layer.kernel.shape)
+        layer.kernel.assign(kernel / input_scale if seed == 0 else kernel)
+
+
 resnet50 = _application("ResNet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
 densenet201 = _application("DenseNet201", "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5")
-vgg16 = _application("VGG16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+vgg16 = _application("VGG16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", he_init=True)
 mobilenetv2 = _application("MobileNetV2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
 inceptionv3 = _application("InceptionV3", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
 xception = _application("Xception", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5")

@@ -90,6 +90,7 @@ def test_take_shots_leaves_one_cell_of_every_class_to_score():
     assert sorted(np.concatenate([labelled, scored]).tolist()) == list(range(33))
 
 
+@pytest.mark.slow
 def test_adapt_command_stores_a_run_that_serves(served_model, tmp_path, env):
     lab = lab_folder(tmp_path / "Munich lab", {"eosinophil": 6, "lymphocyte": 6, "neutrophil": 6})
     done = bloodcell("adapt", "--data", str(lab), env=env)
@@ -105,6 +106,7 @@ def test_adapt_command_stores_a_run_that_serves(served_model, tmp_path, env):
     assert json.loads(answer.stdout)["label"] in run.record["classes"]
 
 
+@pytest.mark.slow
 def test_adapt_refuses_too_few_cells_with_the_number_needed(served_model, tmp_path, env):
     lab = lab_folder(tmp_path / "lab", {"eosinophil": 6, "lymphocyte": 3})
     done = bloodcell("adapt", "--data", str(lab), env=env)
@@ -113,6 +115,7 @@ def test_adapt_refuses_too_few_cells_with_the_number_needed(served_model, tmp_pa
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_crosslab_command_scores_each_set_in_each_setting(served_model, tmp_path, env):
     first = lab_folder(tmp_path / "lab_a", {"eosinophil": 12, "monocyte": 12})
     second = lab_folder(tmp_path / "lab_b", {"basophil": 4, "lymphocyte": 7}, tint=(0.9, 1.0, 0.8))

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from bloodcell import images
@@ -129,6 +130,7 @@ def test_results_page_compares_runs(served_model, tmp_path):
     assert "platelet/missed.png: answered neutrophil" in app.get("image")[0].proto.imgs[0].caption
 
 
+@pytest.mark.slow
 def test_train_page_starts_a_job_and_shows_it(tiny_dataset, artifacts, monkeypatch):
     import time
 

@@ -8,7 +8,13 @@ from bloodcell import archs, networks, runs
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.mark.parametrize("name", list(archs.REGISTRY))
+# the large backbones take seconds each to build: the full suite builds every one
+BACKBONES = {"resnet50", "densenet201", "vgg16", "mobilenetv2", "inceptionv3", "xception", "hybrid"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in BACKBONES else n for n in archs.REGISTRY]
+)
 def test_architecture_builds_predicts_and_round_trips(name, artifacts):
     arch = archs.get(name)
     model = archs.build(name, 8, input_size=arch.min_size)

@@ -42,6 +42,7 @@ def test_bootstrap_intervals_hold_the_score_and_shrink_with_more_images():
     assert width(4000) < width(250) / 2
 
 
+@pytest.mark.slow
 def test_models_table_goes_into_the_readme(served_model, tmp_path):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 8, 200)
@@ -61,6 +62,7 @@ def test_models_table_goes_into_the_readme(served_model, tmp_path):
     assert "old" not in text and served_model.id in text and text.endswith("after\n")
 
 
+@pytest.mark.slow
 def test_training_benchmark_times_both_input_paths_and_both_precisions(tiny_dataset, artifacts):
     result = benchmark.training_speed(str(tiny_dataset), size=32, batch_size=16, n=64)
     assert result["images"] == 64

@@ -20,6 +20,7 @@ def bloodcell(*args, env=None):
     )
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict_end_to_end(tiny_dataset, env, artifacts, tmp_path):
     trained = bloodcell(
         "train",
@@ -101,7 +102,7 @@ def test_archs_lists_the_registry(env):
 @pytest.mark.parametrize(
     "args",
     [
-        ["train", "--arch", "nonsense", "--data", "."],
+        pytest.param(["train", "--arch", "nonsense", "--data", "."], marks=pytest.mark.slow),
         ["evaluate", "--data", "/no/such/folder", "--model", "missing-run"],
         ["predict", "x.png", "--model", "../../etc"],
     ],
@@ -114,6 +115,7 @@ def test_bad_input_exits_2_with_a_sentence(env, args):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_predict_answers_every_awkward_input_or_refuses_it_in_words(served_model, env, tmp_path):
     inputs = awkward_inputs()
     for name, (data, _) in inputs.items():
@@ -178,6 +180,7 @@ def test_evaluate_scores_an_ensemble_on_the_test_split_its_models_share(tiny_dat
     assert "tested on different images" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_fields_follows_the_contract(served_model, env, tmp_path):
     from tests.test_finder import BEIGE, field
 
@@ -204,6 +207,7 @@ def test_predict_fields_follows_the_contract(served_model, env, tmp_path):
     assert any(line["file"].endswith("notes.jpg") and "error" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_detect_measures_recall_precision_and_time_on_annotated_fields(served_model, env, tmp_path):
     from tests.test_finder import field
 

@@ -51,3 +51,23 @@ def test_importing_the_configuration_loads_no_keras():
     code = "import sys\nimport bloodcell.config\nprint('keras' in sys.modules, 'tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "False False"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"image_size": 120, "crop": 0.67, "epochs": 48, "name": "a b"},
+        {"framing": True, "stain_augment": True, "augment": False, "weights": "imagenet", "seed": 3},
+    ],
+)
+def test_a_configs_command_line_gives_the_config_back(values):
+    import argparse
+    import shlex
+
+    wanted = config.TrainConfig(arch="cnn", data="../pool with space", **values)
+    words = shlex.split(config.command(wanted))
+    assert words[:4] == ["python", "-m", "bloodcell", "train"]
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    assert config.from_arguments(parser.parse_args(words[4:])) == wanted

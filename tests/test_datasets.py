@@ -3,8 +3,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from bloodcell import datasets, storage
+from bloodcell import datasets, images, storage
 from bloodcell.classes import CLASSES, canonical_class
 from tests.conftest import POOL, cell_image, needs_pool
 
@@ -172,3 +173,20 @@ def test_the_array_cache_keeps_the_most_recently_used_within_its_budget(tiny_dat
     with pytest.raises(datasets.DatasetError, match="free"):
         monkeypatch.setattr(datasets.shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
         datasets.load_arrays(data, 56)
+
+
+def test_a_compact_copy_keeps_names_split_and_the_loaders_pixels(tiny_dataset, tmp_path):
+    from bloodcell import cli
+
+    original = datasets.discover(tiny_dataset)
+    out = tmp_path / "compact"
+    assert cli.main(["compact", "--data", str(tiny_dataset), "--out", str(out), "--image-size", "32"]) == 0
+    copy = datasets.discover(out)
+    assert [f.stem for f in copy.files] == [f.stem for f in original.files]
+    assert all(f.suffix == ".webp" for f in copy.files)
+    assert np.array_equal(copy.labels, original.labels)
+    for part in ("train", "val", "test"):
+        assert np.array_equal(getattr(datasets.split(copy), part), getattr(datasets.split(original), part))
+    first = np.asarray(Image.open(copy.files[0]).convert("RGB"), dtype=int)
+    assert first.shape == (32, 32, 3)
+    assert np.abs(first - images.load(original.files[0], 32)).mean() < 4  # WebP keeps the loader's pixels

@@ -58,6 +58,7 @@ def test_default_model_record_is_complete(classifier):
     assert stored["logits"].shape == (run.metrics["n"], 8)
 
 
+@pytest.mark.slow
 def test_command_line_contract(tmp_path):
     # a private artifacts folder holding the default run, so that `adapt` stores its run there
     artifacts = tmp_path / "artifacts"

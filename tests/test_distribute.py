@@ -28,6 +28,7 @@ def _worker(index: int) -> dict:
     return {"type": "worker", "index": index}
 
 
+@pytest.mark.slow
 def test_two_workers_on_one_cluster_end_with_the_same_weights_and_one_run(tiny_dataset, artifacts):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     command = [sys.executable, "-m", "bloodcell", "train", "--arch", "cnn", "--data", str(tiny_dataset)]
@@ -72,6 +73,7 @@ def test_strategies_are_checked_before_any_work(monkeypatch):
     assert not distribute._is_chief({"cluster": {"chief": ["c"], "worker": ["a"]}, "task": _worker(0)})
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_a_run_with_mixed_precision(tiny_dataset, artifacts):
     config = training.TrainConfig(
         arch="cnn",

@@ -52,6 +52,7 @@ def test_smote_balances_and_every_synthetic_image_comes_from_training_images(imb
         assert on_a_segment(image, x_train[y_train == label])
 
 
+@pytest.mark.slow
 def test_train_applies_smote_to_the_training_split_only(imbalanced, artifacts, monkeypatch):
     seen = []
 
@@ -183,6 +184,7 @@ def test_precise_batchnorm_sets_running_statistics_to_those_of_clean_images():
     assert bn.momentum == 0.99
 
 
+@pytest.mark.slow
 def test_training_from_streamed_files(tiny_dataset, artifacts):
     (tiny_dataset / "neutrophil" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     config = training.TrainConfig(
@@ -206,6 +208,7 @@ def test_training_from_streamed_files(tiny_dataset, artifacts):
         training.TrainConfig(arch="cnn", data=str(tiny_dataset), stream=True, smote=True)
 
 
+@pytest.mark.slow
 def test_split_seed_keeps_the_split_while_the_seed_changes_the_model(tiny_dataset, artifacts):
     def trained(**seeds):
         config = TrainConfig(
