@@ -7,7 +7,6 @@ CPU's attainable peak that training used. Importing it loads no TensorFlow."""
 import contextlib
 import os
 import platform
-import re
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bloodcell import datasets, evaluation, images, results, runs, storage
+from bloodcell import datasets, evaluation, images, results, runs
 from bloodcell.predictor import Classifier
 
 # The goals of issue 19, checked by the figures below.
@@ -27,6 +26,8 @@ FIRST_PAGE_GOAL_S = 2.0  # after the server is up
 FIRST_ANSWER_GOAL_S = 3.0  # after the first upload on a fresh server
 LATER_ANSWER_GOAL_S = 0.3
 CHROMIUM = "/usr/bin/chromium"
+RECORD = "benchmark.json"  # serving speed, kept in the measured run
+DASHBOARD_RECORD = "dashboard.json"  # kept in the default run
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -246,19 +247,6 @@ def markdown(result: dict) -> str:
             + " |"
         )
     return "\n".join(lines)
-
-
-def update_readme(path: str | Path, table: str, section: str = "benchmark") -> None:
-    """Replace the text between the `<!-- section:start -->` and `<!-- section:end -->` markers
-    of the Markdown file at `path`."""
-    path = Path(path)
-    text = path.read_text()
-    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"{path} has no {start} ... {end} section to update.")
-    text = pattern.sub(lambda _: f"{start}\n{table}\n{end}", text)
-    storage.write_bytes(path, text.encode())
 
 
 def training_speed(data: str, arch: str = "cnn", size: int = 64, batch_size: int = 64, n: int = 1024) -> dict:

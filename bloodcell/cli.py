@@ -88,7 +88,7 @@ COMMANDS: dict[str, Command] = {
         arguments="audit_arguments",
     ),
     "cases": Command(
-        "cases of a sample: add, list, show, export (the cases database)", "bloodcell.cases_cli"
+        "cases of a sample: add, list, show, export (the cases database)", "bloodcell.commands.cases"
     ),
     "docs": Command("write docs/results.md again from the run records", "bloodcell.docs"),
 }

@@ -16,6 +16,7 @@ from bloodcell.predictor import Classifier
 
 WHITE = "wbc"  # the VOC name of a white cell of unknown type (BCCD)
 TWELVE_MEGAPIXELS = (4000, 3000)
+RECORD = "detection.json"  # kept in the measured run
 
 
 def white_cells(annotation: Path) -> list[tuple[tuple[int, int, int, int], str | None]]:

@@ -64,6 +64,12 @@ ABLATIONS = (
         ["cpu-cnn120-crop67"],
         ["cpu-cnn80-framed-stain", "cpu-cnn80-framed2-stain-e64", "cpu-cnngn80-framed2-stain-e32"],
     ),
+    ("stain augmentation on framed cells (128 px, GPU)", ["gpu-cnn128-framed"], ["gpu-cnn128-framed-stain"]),
+    (
+        "GroupNorm instead of BatchNorm (128 px, framed, stain, GPU)",
+        ["gpu-cnn128-framed-stain"],
+        ["gpu-cnngn128-framed-stain"],
+    ),
 )
 # runs whose validation accuracy with BatchNorm statistics recomputed on clean training pictures
 # is set against their moving averages (history.csv)
@@ -73,6 +79,7 @@ KEPT = {
     "detection.json": ("Microscope fields", "python -m bloodcell detect --data ../shared/data/fields-dev"),
     "robustness.json": ("Damaged pictures", f"python -m bloodcell robustness --data {POOL}"),
     "benchmark.json": ("Serving speed", "python -m bloodcell benchmark IMAGE..."),
+    "dashboard.json": ("The dashboard in a browser", "python -m bloodcell benchmark --dashboard IMAGE..."),
 }
 
 INTRO = """\
@@ -327,7 +334,7 @@ def _kept_section() -> str:
         lines.append(f"### {title}")
         lines.append("")
         if record is None:
-            lines.append(f"Not kept yet: `{command} --out` into the default run's `{name}`.")
+            lines.append(f"Not measured yet: `{command}` keeps its record in the default run's `{name}`.")
         else:
             lines += ["```json", _json(record), "```"]
         lines.append("")

@@ -7,6 +7,8 @@ from PIL import Image, ImageFilter
 from bloodcell import datasets, images, tested
 from bloodcell.predictor import Classifier
 
+RECORD = "robustness.json"  # kept in the measured run
+
 DAMAGES = {
     "none": lambda rgb: rgb,
     "heavy blur": lambda rgb: np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(8))),

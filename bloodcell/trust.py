@@ -10,7 +10,6 @@ cells at or under the target; else `confident`.
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 TARGET_ERROR = 0.005
@@ -20,6 +19,8 @@ BINS = 15
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T minimising the negative log-likelihood of softmax(logits / T)."""
+    from scipy.optimize import minimize_scalar  # only when fitting: pages import this module
+
     logits = np.asarray(logits, np.float64)
 
     def nll(log_t: float) -> float:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bloodcell import cases, cases_cli, datasets
+from bloodcell import cases, datasets
 from bloodcell.classes import CLASSES
+from bloodcell.commands import cases as cases_command
 from tests.conftest import POOL, ROOT, cell_image, encode, needs_pool
 
 
@@ -176,7 +177,7 @@ import os, signal, sys
 from bloodcell import cases
 from tests.test_cases import pictures
 
-real = cases.connect
+real = cases.schema.connect  # what every Store opens its connections with
 def connect(path=None):
     db = real(path)
     inserted = []
@@ -187,7 +188,7 @@ def connect(path=None):
                 os.kill(os.getpid(), signal.SIGKILL)
     db.set_trace_callback(trace)
     return db
-cases.connect = connect
+cases.schema.connect = connect
 cases.Store(sys.argv[1]).create("killed", pictures(6))
 os.kill(os.getpid(), signal.SIGKILL)  # killed at once after the save returned
 """
@@ -306,8 +307,8 @@ def test_agreement_counts_the_latest_signed_version_of_each_case(db):
 
 def cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="cases")
-    cases_cli.add_arguments(parser)
-    return cases_cli.run(parser.parse_args(argv))
+    cases_command.add_arguments(parser)
+    return cases_command.run(parser.parse_args(argv))
 
 
 def test_the_command_line_lists_shows_and_exports(db, tmp_path, capsys):
@@ -331,7 +332,7 @@ def test_the_command_line_lists_shows_and_exports(db, tmp_path, capsys):
 
 def test_importing_the_command_line_loads_no_tensorflow():
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, bloodcell.cases_cli; print(sorted(sys.modules))"],
+        [sys.executable, "-c", "import sys, bloodcell.commands.cases; print(sorted(sys.modules))"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bloodcell import runs
 from tests.conftest import ROOT, awkward_inputs
 
 
@@ -222,16 +223,16 @@ def test_detect_measures_recall_precision_and_time_on_annotated_fields(served_mo
         f"<annotation>{boxes}<object><name>RBC</name><bndbox><xmin>0</xmin>"
         "<ymin>0</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>"
     )
-    out, readme = tmp_path / "detect.json", tmp_path / "README.md"
-    readme.write_text("# x\n<!-- detect:start -->\nold\n<!-- detect:end -->\n")
-    done = bloodcell("detect", "--data", str(tmp_path), "--out", str(out), "--readme", str(readme), env=env)
+    out = tmp_path / "detect.json"
+    done = bloodcell("detect", "--data", str(tmp_path), "--out", str(out), env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     assert result["fields"] == 1 and result["white_cells"] == 2
     assert result["recall"] == 1.0 and result["found"] == 3 and result["precision"] == pytest.approx(2 / 3)
     assert result["class_right"] is None  # the annotations do not say which white cells they are
     assert result["ms_per_field"]["median"] > 0 and result["ms_12_megapixels"]["median"] > 0
-    assert "| 2 | 100.0% | 3 | 66.7% | — (0) |" in readme.read_text()
+    assert "| 2 | 100.0% | 3 | 66.7% | — (0) |" in done.stdout
+    assert runs.get(served_model.id).read_json("detection.json") == result  # kept for docs/results.md
 
 
 NO_MODEL_COMMANDS = [["--help"], ["archs"], ["runs"], ["table"], ["train", "--help"]]

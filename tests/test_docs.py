@@ -48,7 +48,7 @@ def test_every_figure_comes_from_a_record(served_model, tmp_path):
     assert f"Run `{served_model.id}`" in text and "1.5 minutes" in text and "1,234 parameters" in text
     assert "accuracy 81.25%" in text and "| platelet | 50.00% | 25.00% | 33.33% | 4 |" in text
     assert '"recall": 0.987' in text  # a kept measurement, as recorded
-    assert "Not kept yet" in text  # the others say which command keeps them
+    assert "Not measured yet" in text  # the others say which command keeps them
     assert "cmp64-cnn-no-shuffle: no record" in text  # a run named in the prose but absent
 
 

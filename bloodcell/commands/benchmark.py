@@ -17,11 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "training speed and share of the CPU's peak, serving speed",
     )
     parser.add_argument("--bfloat16", action="store_true", help="serve in bfloat16 (" + BFLOAT16_HELP + ")")
-    parser.add_argument("--readme", help="with --models: update the table between the benchmark markers here")
     parser.add_argument(
         "--training",
         metavar="DATA",
         help="instead: input paths (memory, streamed files) and training steps (float32, mixed) on DATA",
+    )
+    parser.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="instead: the dashboard in chromium on a fresh server: first page, first and later answers "
+        "to the IMAGEs (single cells, at least two)",
     )
     parser.add_argument("--arch", default="cnn", help="with --training (default: cnn)")
     parser.add_argument("--image-size", type=int, default=64, help="with --training (default: 64)")
@@ -34,12 +39,17 @@ def run(args: argparse.Namespace) -> int:
         return report(benchmark.training_speed(args.training, args.arch, args.image_size), args.out)
     if not args.images:
         raise ValueError("Name the cell images to answer (or use --training DATA).")
-    image_bytes = [Path(p).read_bytes() for p in args.images]
-    if not args.models:
-        return report(benchmark.serving(image_bytes, args.model, bfloat16=args.bfloat16), args.out)
-    result = benchmark.models(image_bytes)
-    table = benchmark.markdown(result)
-    print(table)
-    if args.readme:
-        benchmark.update_readme(args.readme, table)
+    from bloodcell import runs
+
+    pictures = [Path(p) for p in args.images]
+    if args.dashboard:
+        result = benchmark.dashboard(pictures, pause=8)
+        runs.resolve(None).write_json(benchmark.DASHBOARD_RECORD, result)  # docs/results.md reads it
+        return report(result, args.out)
+    if args.models:
+        result = benchmark.models([p.read_bytes() for p in pictures])
+        print(benchmark.markdown(result))
+        return report(result, args.out)
+    result = benchmark.serving(pictures, args.model, bfloat16=args.bfloat16)  # files: read as predict does
+    runs.resolve(args.model).write_json(benchmark.RECORD, result)
     return report(result, args.out)

@@ -19,9 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RUN",
         help="instead: a table of these runs side by side from their stored cross-lab records",
     )
-    parser.add_argument(
-        "--readme", help="with --compare: update the table between the crosslab markers of this file"
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,12 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from bloodcell.predictor import Classifier
 
     if args.compare:
-        table = adaptation.comparison([runs.resolve(ref) for ref in args.compare])
-        print(table)
-        if args.readme:
-            from bloodcell import benchmark
-
-            benchmark.update_readme(args.readme, table, section="crosslab")
+        print(adaptation.comparison([runs.resolve(ref) for ref in args.compare]))
         return 0
     if not args.folders:
         raise ValueError("Name at least one labelled folder (or --compare RUN...).")

@@ -17,9 +17,11 @@ def robustness_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def robustness(args: argparse.Namespace) -> int:
-    from bloodcell import robustness
+    from bloodcell import robustness, runs
 
-    return report(robustness.damaged(args.data, args.model, args.cells), args.out)
+    result = robustness.damaged(args.data, args.model, args.cells)
+    runs.resolve(args.model).write_json(robustness.RECORD, result)  # docs/results.md reads it there
+    return report(result, args.out)
 
 
 def misses_arguments(parser: argparse.ArgumentParser) -> None:
