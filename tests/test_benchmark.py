@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -72,3 +74,18 @@ def test_training_benchmark_times_both_input_paths_and_both_precisions(tiny_data
     assert all(rate > 0 for rate in result["input_images_per_second"].values())
     assert set(result["training_images_per_second"]) == {"float32", "mixed_bfloat16"}
     assert all(rate > 0 for rate in result["predict_images_per_second"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path(benchmark.CHROMIUM).exists(), reason="the dashboard benchmark drives Debian's chromium"
+)
+def test_dashboard_benchmark_times_the_first_page_and_each_answer(tmp_path):
+    pictures = []
+    for k in range(3):
+        pictures.append(tmp_path / f"cell{k}.jpg")
+        cell_image(k, size=96, seed=k).save(pictures[-1], quality=92)
+    result = benchmark.dashboard(pictures)
+    assert 0 < result["first_page_seconds"] < 60
+    assert 0 < result["later_answer_seconds"] < result["first_answer_seconds"] + 30
+    assert result["new_session_answer_seconds"] > 0 and result["goals_seconds"]["later_answer"] == 0.3
