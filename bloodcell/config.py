@@ -154,8 +154,13 @@ class TrainConfig:
         group=GROUPS[1],
         choices=OPTIMIZERS,
     )
-    learning_rate: float = option(
-        2e-3, help="peak learning rate", label="Learning rate", group=GROUPS[1], low=1e-7, high=10.0
+    learning_rate: float | None = option(
+        None,
+        help="peak learning rate (default: the architecture's, 0.002 for most; see `archs`)",
+        label="Learning rate (empty: the architecture's)",
+        group=GROUPS[1],
+        low=1e-7,
+        high=10.0,
     )
     schedule: str = option(
         "cosine",
@@ -308,6 +313,8 @@ class TrainConfig:
             raise ValueError("cross-validation needs at least 2 folds (or 0 for none).")
         if self.image_size is None:
             object.__setattr__(self, "image_size", arch.input_size)
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", arch.learning_rate)
         archs.seen_side(arch, self.image_size, self.crop)  # a crop or size the network cannot take
         if self.split_seed is None:
             object.__setattr__(self, "split_seed", self.seed)

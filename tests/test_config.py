@@ -71,3 +71,10 @@ def test_a_configs_command_line_gives_the_config_back(values):
     parser = argparse.ArgumentParser()
     config.add_arguments(parser)
     assert config.from_arguments(parser.parse_args(words[4:])) == wanted
+
+
+def test_the_learning_rate_defaults_to_the_architectures_and_a_given_one_stays():
+    assert TrainConfig(arch="cnn", data=".").learning_rate == 2e-3
+    assert TrainConfig(arch="vgg16", data=".", image_size=64).learning_rate == 5e-4
+    assert TrainConfig(arch="vgg16", data=".", image_size=64, learning_rate=1e-3).learning_rate == 1e-3
+    assert "--learning-rate" not in config.command(TrainConfig(arch="vgg16", data=".", image_size=64))

@@ -13,7 +13,7 @@ def archs(args: argparse.Namespace) -> int:
     from bloodcell import archs
 
     for arch in archs.REGISTRY.values():
-        print(f"{arch.name:<14} {arch.input_size:>4} px  {arch.description}")
+        print(f"{arch.name:<14} {arch.input_size:>4} px  lr {arch.learning_rate:<7g} {arch.description}")
     return 0
 
 
