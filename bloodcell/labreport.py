@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from bloodcell import report
 from bloodcell.cases import LABEL_NAMES, NOT_A_CELL, Case, now
-from bloodcell.classes import DISPLAY_NAMES, WHITE_CELLS
 from bloodcell.predictor import Prediction
 
 
@@ -76,20 +75,7 @@ def build(case: Case, generated: str | None = None) -> LabReport:
 def rows(r: LabReport) -> list[list]:
     """The report as a table of (item, count, per cent) rows, then its facts; the CSV and the
     printed page are both made of it."""
-    counts = r.counts
-    table = [["cell type", "count", "per cent of white cells"]]
-    for c in WHITE_CELLS:
-        table.append([DISPLAY_NAMES[c], counts["white_counts"][c], f"{counts['white_percent'][c]:.1f}"])
-    table.append(["White cells counted", counts["white_cells"], "100.0" if counts["white_cells"] else ""])
-    per_100 = counts["erythroblasts_per_100_white"]
-    table.append(
-        [
-            "Erythroblasts (per 100 white cells)",
-            counts["erythroblasts"],
-            "" if per_100 is None else f"{per_100:.1f}",
-        ]
-    )
-    table.append(["Platelets (counted apart)", counts["platelets"], ""])
+    table = report.differential_rows(r.counts)
     table.append(["Cells counted", r.cells_counted, ""])
     table.append([f"Cells excluded ({LABEL_NAMES[NOT_A_CELL].lower()})", r.excluded, ""])
     table.append(["Corrections made", len(r.corrections), ""])

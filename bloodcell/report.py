@@ -57,21 +57,28 @@ def cells_csv(answers: list[Prediction], run_id: str) -> str:
     return _csv(rows)
 
 
-def differential_csv(report: dict, run_id: str) -> str:
-    """The differential count as a small CSV table, ending with the model run that answered."""
+def differential_rows(counts: dict) -> list[list]:
+    """The rows of a differential count (`differential`'s counts) as a lab report prints them:
+    a header, each white cell type, white cells, erythroblasts per 100 of them, platelets."""
     rows = [["cell type", "count", "per cent of white cells"]]
     for c in WHITE_CELLS:
-        rows.append([DISPLAY_NAMES[c], report["white_counts"][c], f"{report['white_percent'][c]:.1f}"])
-    rows.append(["White cells counted", report["white_cells"], "100.0" if report["white_cells"] else ""])
-    per_100 = report["erythroblasts_per_100_white"]
+        rows.append([DISPLAY_NAMES[c], counts["white_counts"][c], f"{counts['white_percent'][c]:.1f}"])
+    rows.append(["White cells counted", counts["white_cells"], "100.0" if counts["white_cells"] else ""])
+    per_100 = counts["erythroblasts_per_100_white"]
     rows.append(
         [
             "Erythroblasts (per 100 white cells)",
-            report["erythroblasts"],
+            counts["erythroblasts"],
             "" if per_100 is None else f"{per_100:.1f}",
         ]
     )
-    rows.append(["Platelets (counted apart)", report["platelets"], ""])
+    rows.append(["Platelets (counted apart)", counts["platelets"], ""])
+    return rows
+
+
+def differential_csv(report: dict, run_id: str) -> str:
+    """The differential count as a small CSV table, ending with the model run that answered."""
+    rows = differential_rows(report)
     rows.append(["Held for review", len(report["for_review"]), ""])
     rows.append(["Unusable files", len(report["unusable"]), ""])
     rows.append(["Model run", run_id, ""])

@@ -9,7 +9,7 @@ from PIL import Image
 
 from bloodcell import cases, images, labreport, runs, ui
 from bloodcell.cases import LABEL_NAMES, LABELS, NOT_A_CELL
-from bloodcell.classes import DISPLAY_NAMES, WHITE_CELLS
+from bloodcell.classes import DISPLAY_NAMES
 from bloodcell.predictor import Classifier, FieldAnswer, Prediction
 
 REVIEW_PAGE = "pages/review.py"
@@ -196,17 +196,7 @@ def focus(store: cases.Store, case: cases.Case, cell: cases.Cell, editable: bool
 def differential(r: labreport.LabReport) -> None:
     """The live differential of the case's current labels."""
     counts = r.counts
-    st.dataframe(
-        [
-            {
-                "cell type": DISPLAY_NAMES[c],
-                "count": counts["white_counts"][c],
-                "% of white cells": round(counts["white_percent"][c], 1),
-            }
-            for c in WHITE_CELLS
-        ],
-        hide_index=True,
-    )
+    ui.white_cells_table(counts)
     a, b = st.columns(2)
     a.metric("White cells counted", counts["white_cells"])
     per_100 = counts["erythroblasts_per_100_white"]

@@ -13,6 +13,7 @@ import streamlit as st
 from PIL import Image
 
 from bloodcell import images, runs
+from bloodcell.classes import DISPLAY_NAMES, WHITE_CELLS
 from bloodcell.predictor import Classifier, FieldAnswer, Prediction
 
 # Pictures answered per batch: a 200-cell differential fits with room to spare, and the page
@@ -68,7 +69,9 @@ def warm_up() -> threading.Thread:
     started once per server (app.py calls this on every run; the cache makes it once), so the
     pages draw at once and the first upload finds the model loaded and traced. Someone who
     uploads sooner waits for the same load, not for a second one (`_classifier`'s cache)."""
-    thread = threading.Thread(target=_warm, name="bloodcell-warm-up", daemon=True)
+    # not a daemon (a thread made by a script thread would inherit it): the interpreter waits for
+    # it at exit instead of unwinding it out of TensorFlow's C++ code, which aborts the process
+    thread = threading.Thread(target=_warm, name="bloodcell-warm-up", daemon=False)
     thread.start()
     return thread
 
@@ -312,3 +315,18 @@ def markdown_text(text: str) -> str:
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def white_cells_table(counts: dict) -> None:
+    """The white cells of a differential count (`report.differential`) as a table on the page."""
+    st.dataframe(
+        [
+            {
+                "cell type": DISPLAY_NAMES[c],
+                "count": counts["white_counts"][c],
+                "% of white cells": round(counts["white_percent"][c], 1),
+            }
+            for c in WHITE_CELLS
+        ],
+        hide_index=True,
+    )

@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from bloodcell import images, report, review_ui, runs, ui
-from bloodcell.classes import DISPLAY_NAMES, WHITE_CELLS
+from bloodcell.classes import DISPLAY_NAMES
 from bloodcell.predictor import MIN_LAB_CELLS
 
 ui.inside_navigation()
@@ -158,17 +158,7 @@ elif good or field_cells:
     counts = report.differential(answers, field_platelets=sum(f.platelets for f in fields))
     st.subheader("Differential count")
     st.caption("From confidently classified cells only; the others are held out for review below.")
-    st.dataframe(
-        [
-            {
-                "cell type": DISPLAY_NAMES[c],
-                "count": counts["white_counts"][c],
-                "% of white cells": round(counts["white_percent"][c], 1),
-            }
-            for c in WHITE_CELLS
-        ],
-        hide_index=True,
-    )
+    ui.white_cells_table(counts)
     cols = st.columns(4)
     cols[0].metric("White cells counted", counts["white_cells"])
     per_100 = counts["erythroblasts_per_100_white"]

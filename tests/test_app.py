@@ -428,3 +428,13 @@ def test_classify_an_example_at_one_click(served_model, tmp_path, monkeypatch):
     assert not app.exception
     assert app.metric[0].label == "Class"
     assert any("Example monocyte.jpg: Acevedo" in c.value for c in app.caption)
+
+
+def test_the_model_warms_in_a_thread_the_interpreter_waits_for():
+    from bloodcell import ui
+
+    ui.warm_up.clear()
+    open_page("pages/about.py")  # app.py starts it from a script thread, itself a daemon
+    warm = ui.warm_up()  # the thread it started, cached
+    # a daemon thread still inside TensorFlow when the process exits aborts it (exit status 134)
+    assert warm.name == "bloodcell-warm-up" and not warm.daemon

@@ -2,29 +2,17 @@
 through Streamlit's AppTest, each over a private cases database."""
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from bloodcell import cases
 from bloodcell.classes import CLASSES
-from tests.conftest import ROOT, cell_image, encode
-
-APP = str(ROOT / "app.py")
+from tests.conftest import cell_image, encode
+from tests.test_app import open_page
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> cases.Store:
     monkeypatch.setenv("BLOODCELL_CASES", str(tmp_path / "cases.sqlite3"))
     return cases.Store()
-
-
-def open_page(page: str) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=90)
-    app.run()
-    if page != "pages/classify.py":
-        app.switch_page(page)
-        app.run()
-    assert not app.exception, app.exception
-    return app
 
 
 def a_case(store: cases.Store, run_id: str, statuses=("confident",) * 4 + ("review", "unfamiliar")) -> int:
