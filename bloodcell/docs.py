@@ -64,6 +64,11 @@ ABLATIONS = (
         ["cpu-cnn120-crop67"],
         ["cpu-cnn80-framed-stain", "cpu-cnn80-framed2-stain-e64", "cpu-cnngn80-framed2-stain-e32"],
     ),
+    (
+        "VGG-16 from scratch: He-initialised kernels, then its own learning rate (64 px, 8 epochs)",
+        ["zoo-vgg16"],
+        ["cmp64-vgg16", "cmp64-vgg16-lr0005"],
+    ),
     ("stain augmentation on framed cells (128 px, GPU)", ["gpu-cnn128-framed"], ["gpu-cnn128-framed-stain"]),
     (
         "GroupNorm instead of BatchNorm (128 px, framed, stain, GPU)",
