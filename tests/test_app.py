@@ -42,6 +42,7 @@ def test_classify_batch_with_an_unusable_file(served_model):
     assert len(app.dataframe[0].value) == 5
 
 
+@pytest.mark.slow
 def test_classify_a_labs_batch_adapted_to_it(served_model):
     app = open_page("pages/classify.py")
     files = [(f"cell{i}.png", encode(cell_image(i, size=48, seed=i)), "image/png") for i in range(24)]
@@ -308,6 +309,7 @@ def test_a_batch_is_capped_with_a_sentence(served_model, monkeypatch):
     assert list(app.dataframe[0].value["file"]) == ["cell0.png", "cell1.png", "cell2.png"]
 
 
+@pytest.mark.slow
 def test_the_model_choice_survives_a_run_finishing_and_a_page_switch(served_model):
     second = stored_model("second")
     app = open_page("pages/classify.py")

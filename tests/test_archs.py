@@ -45,6 +45,7 @@ def test_preprocessing_modes_match_keras():
         np.testing.assert_allclose(np.asarray(networks.Preprocess(mode)(x)), expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_local_weights_file_is_loaded(tmp_path):
     import keras
 

@@ -341,6 +341,7 @@ def test_importing_the_command_line_loads_no_tensorflow():
     assert "tensorflow" not in loaded and "keras" not in loaded
 
 
+@pytest.mark.slow
 @needs_pool
 def test_cases_add_answers_real_pictures_as_the_page_does(db, tmp_path, capsys):
     from bloodcell.predictor import Classifier

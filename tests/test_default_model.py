@@ -23,6 +23,7 @@ def classifier(request):
     return Classifier.load()
 
 
+@pytest.mark.slow
 def test_default_model_classifies_each_class_of_its_test_split(classifier):
     record = classifier.run.record
     config = record["config"]

@@ -26,6 +26,7 @@ def test_test_time_augmentation_averages_the_eight_views(served_model):
         np.testing.assert_allclose(each[0], each[1], atol=1e-9)
 
 
+@pytest.mark.slow
 def test_bfloat16_serving_computes_in_bfloat16_and_agrees_with_float32(served_model):
     cells = np.random.default_rng(3).integers(0, 256, (16, 32, 32, 3)).astype(np.uint8)
     exact = Classifier.load()

@@ -33,6 +33,7 @@ def test_blank_pictures_are_refused_before_the_model(value):
         images.load(encode(Image.fromarray(np.full((200, 200, 3), value, np.uint8))), 64)
 
 
+@pytest.mark.slow
 @needs_pool
 def test_damaged_cells_are_measured_and_swapped_colours_flagged():
     result = robustness.damaged(str(POOL), n=40)
