@@ -6,6 +6,7 @@ import hashlib
 import io
 import re
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,9 @@ def _classifier(run_id: str, serving_digest: str) -> Classifier:
     return Classifier(runs.get(run_id))
 
 
+WARM_UP_AFTER_S = 1.5  # a first page draws in about that long on 2 cores
+
+
 @st.cache_resource(show_spinner=False)
 def warm_up() -> threading.Thread:
     """Load the default model and answer one generated picture with its heat map, in a thread
@@ -77,6 +81,8 @@ def warm_up() -> threading.Thread:
 
 
 def _warm() -> None:
+    # Importing TensorFlow holds the interpreter for seconds: let the first page draw first.
+    time.sleep(WARM_UP_AFTER_S)
     try:
         run_id = runs.default_id()
         model = _classifier(run_id, runs.get(run_id).serving_digest())
