@@ -54,7 +54,7 @@ elif filled:
 data = st.selectbox("Dataset", list(folders), key=KEY + "dataset")
 values = {}
 for group in config.GROUPS:
-    with st.expander(group, expanded=group == config.GROUPS[0]):
+    with st.expander(group, expanded=group in config.GROUPS[:2]):  # what most runs set
         columns = st.columns(3)
         shown = [o for o in config.OPTIONS if o.group == group and o.page]
         for k, option in enumerate(shown):
