@@ -255,7 +255,7 @@ def training_speed(data: str, arch: str = "cnn", size: int = 64, batch_size: int
     images of `data` (a seeded sample)."""
     import keras
 
-    from bloodcell import archs, distribute, training
+    from bloodcell import archs, augment, config, distribute, fit
 
     dataset = datasets.discover(data)
     chosen = np.sort(np.random.default_rng(0).permutation(len(dataset))[:n])
@@ -270,7 +270,7 @@ def training_speed(data: str, arch: str = "cnn", size: int = 64, batch_size: int
         seen = sum(len(b[0]) for b in batches)
         return seen / (time.perf_counter() - t)
 
-    in_memory = training.Batches(x, targets, batch_size, shuffle=True)
+    in_memory = augment.Batches(x, targets, batch_size, shuffle=True)
     streamed = datasets.ImageFiles(tuple(map(str, sample.files)), size).stream(
         batch_size, targets, shuffle=True
     )
@@ -289,8 +289,8 @@ def training_speed(data: str, arch: str = "cnn", size: int = 64, batch_size: int
     for mixed in (False, True):
         with distribute.precision(mixed) as policy:
             model = archs.build(arch, len(dataset.classes), size)
-            config = training.TrainConfig(arch=arch, data=data, image_size=size)
-            trainer = training.with_augmentation(model, config)
+            settings = config.TrainConfig(arch=arch, data=data, image_size=size)
+            trainer = fit.with_augmentation(model, settings)
             trainer.compile(optimizer="adam", loss=keras.losses.CategoricalCrossentropy())
         trainer.fit(x[: 2 * batch_size], targets[: 2 * batch_size], batch_size=batch_size, verbose=0)
         t = time.perf_counter()

@@ -203,8 +203,3 @@ def _versions() -> dict[str, str]:
         "cpus": str(os.cpu_count()),
         "accelerator": distribute.accelerator(),
     }
-
-
-# benchmark.py reaches the training input path through this module.
-from bloodcell.augment import Batches  # noqa: E402, F401
-from bloodcell.fit import with_augmentation  # noqa: E402, F401
