@@ -247,25 +247,26 @@ def test_commands_that_need_no_model_load_no_tensorflow(env, args):
         "    runpy.run_module('bloodcell', run_name='__main__')\n"
         "except SystemExit as end:\n"
         "    assert end.code in (0, None), end.code\n"
-        "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "[]"
+    assert heavy_modules_after(code, env) == "[]"
 
 
 def test_every_command_module_imports_without_tensorflow(env):
+    assert heavy_modules_after("from bloodcell import cli\ncli.parser()\n", env) == "[]"
+
+
+def heavy_modules_after(code: str, env) -> str:
+    """Which of TensorFlow, Keras and JAX a fresh interpreter has loaded after running `code`."""
     code = (
-        "import sys\nfrom bloodcell import cli\ncli.parser()\n"
-        "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))\n"
+        "import sys\n"
+        + code
+        + "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "[]"
+    return done.stdout.splitlines()[-1]
 
 
 def test_train_options_parse_into_the_config_they_declare():
