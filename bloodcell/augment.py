@@ -48,11 +48,13 @@ class Augment(layers.Layer):
 
     With `stain`, also what differs between laboratories: a random mixing of the stains in
     optical density (every stain's strength and hue), a wider zoom, stronger lamp colour and
-    brightness, focus blur and camera noise."""
+    brightness, focus blur and camera noise; `spread` is how far the mixing matrix may stray
+    from the identity in each entry, and `blur` the most passes of a 5-tap binomial filter a
+    blurred picture gets (1 pass is about a Gaussian of 1 px, 4 passes of 2 px)."""
 
-    def __init__(self, seed: int = 0, stain: bool = False, **kwargs):
+    def __init__(self, seed: int = 0, stain: bool = False, spread: float = 0.15, blur: int = 1, **kwargs):
         super().__init__(**kwargs)
-        self.seed, self.stain = seed, stain
+        self.seed, self.stain, self.spread, self.blur = seed, stain, spread, blur
         self.generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=False):
@@ -88,11 +90,20 @@ class Augment(layers.Layer):
         # optical density: each stain adds to it linearly (Beer-Lambert), so mixing the three
         # channels' densities by a random matrix near identity varies every stain's strength and hue
         density = -ops.log((x + 1.0) / 256.0)
-        mixing = ops.eye(3) + uniform((n, 3, 3), -0.15, 0.15)
+        mixing = ops.eye(3) + uniform((n, 3, 3), -self.spread, self.spread)
         density = ops.einsum("nhwc,ncd->nhwd", density, mixing) * uniform((n, 1, 1, 1), 0.8, 1.2)
         x = 256.0 * ops.exp(-ops.maximum(density, 0.0)) - 1.0
         kernel = np.outer(*[np.array([1, 4, 6, 4, 1], np.float32) / 16] * 2)
-        blurred = ops.depthwise_conv(x, np.tile(kernel[:, :, None, None], (1, 1, 3, 1)), padding="same")
+        kernel = np.tile(kernel[:, :, None, None], (1, 1, 3, 1))
+        passes = [ops.depthwise_conv(x, kernel, padding="same")]
+        for _ in range(self.blur - 1):
+            passes.append(ops.depthwise_conv(passes[-1], kernel, padding="same"))
+        blurred = passes[0]
+        if self.blur > 1:
+            # as many passes as a random level: another lab's optics or an enlarged small picture
+            level = ops.cast(uniform((n, 1, 1, 1)) * self.blur, "int32")
+            for k in range(1, self.blur):
+                blurred = ops.where(level == k, passes[k], blurred)
         blur = ops.where(uniform((n, 1, 1, 1)) < 0.3, uniform((n, 1, 1, 1)), 0.0)
         x = x + blur * (blurred - x)
         return x + keras.random.normal(ops.shape(x), seed=self.generator) * uniform((n, 1, 1, 1), 0.0, 6.0)
@@ -101,4 +112,10 @@ class Augment(layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "seed": self.seed, "stain": self.stain}
+        return {
+            **super().get_config(),
+            "seed": self.seed,
+            "stain": self.stain,
+            "spread": self.spread,
+            "blur": self.blur,
+        }

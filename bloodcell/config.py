@@ -136,6 +136,23 @@ class TrainConfig:
         label="Other laboratories' stains",
         group=GROUPS[2],
     )
+    stain_spread: float = option(
+        0.15,
+        help="with stain augmentation, how far the random stain mixing reaches (0.15 mild, 0.3 strong)",
+        label="Stain mixing spread",
+        group=GROUPS[2],
+        low=0.0,
+        high=0.5,
+        step=0.05,
+    )
+    focus_blur: int = option(
+        1,
+        help="with stain augmentation, the most passes of focus blur (1 ~ 1 px; 4 ~ 2 px, as blurry optics)",
+        label="Focus blur passes",
+        group=GROUPS[2],
+        low=1,
+        high=6,
+    )
     epochs: int = option(
         30, help="passes over the training images", label="Epochs", group=GROUPS[1], low=1, high=MAX_EPOCHS
     )

@@ -38,6 +38,10 @@ MIN_PLATELET = 2  # work pixels
 FIELD_ASPECT = 1.2
 FIELD_SIDE = 400
 FIELD_CELLS = 3
+# Grain of a photograph through a microscope (see `grain`): PBC, other labs' cells and BCCD
+# fields measure 0.005 to 0.042; random noise about 0.18 and a drawing's flat fills 0.
+MAX_GRAIN = 0.1
+MIN_GRAIN = 0.002
 MIN_AREA = 12  # work pixels: smaller specks are dust or noise, not a cell
 VERSION = 2  # bump when framing changes: cached inputs and trained models depend on it
 
@@ -120,6 +124,16 @@ def _wide(rgb: np.ndarray) -> bool:
     """A camera's frame: 4:3 or wider, and large."""
     height, width = rgb.shape[:2]
     return max(height, width) >= FIELD_ASPECT * min(height, width) and min(height, width) >= FIELD_SIDE
+
+
+def grain(rgb: np.ndarray) -> float:
+    """How grainy a picture is at the pixel level against its contrast: the median distance of
+    each pixel of the work copy from its smoothed neighbourhood, over the 5th to 95th percentile
+    spread of brightness. A microscope photograph has a little grain (camera noise, texture);
+    random noise is all grain and a drawing's flat fills have none."""
+    grey = _work_copy(rgb)[0].astype(np.float32).mean(axis=-1)
+    low, high = np.percentile(grey, [5, 95])
+    return float(np.median(np.abs(grey - ndimage.gaussian_filter(grey, 1.0))) / max(high - low, 1.0))
 
 
 def _nucleated(small: np.ndarray, areas: np.ndarray) -> np.ndarray:

@@ -102,7 +102,13 @@ def with_augmentation(model, config: TrainConfig):
     if not config.augment:
         return model
     size = config.image_size
-    augment = Augment(seed=config.seed, stain=config.stain_augment, dtype="float32")
+    augment = Augment(
+        seed=config.seed,
+        stain=config.stain_augment,
+        spread=config.stain_spread,
+        blur=config.focus_blur,
+        dtype="float32",
+    )
     return keras.Sequential([keras.Input((size, size, 3), name="image"), augment, model], name="trainer")
 
 
@@ -118,7 +124,13 @@ def _fit_supcon(config, train: Part, val: Part, n_classes: int, run, log):
         [keras.layers.Dense(256, activation="relu"), keras.layers.Dense(128)], name="projection"
     )
     view = (
-        Augment(seed=config.seed, stain=config.stain_augment, dtype="float32")(image)
+        Augment(
+            seed=config.seed,
+            stain=config.stain_augment,
+            spread=config.stain_spread,
+            blur=config.focus_blur,
+            dtype="float32",
+        )(image)
         if config.augment
         else image
     )

@@ -155,6 +155,17 @@ def _prepared(
     x = finder.frames(rgb, (cell,), size)[0] if framing else resize(rgb, size)
     if x.reshape(-1, 3).std(axis=0).max() < MIN_DETAIL:
         raise UnusableImage("The picture is blank (one flat colour): there is no cell to see in it.")
+    grainy = finder.grain(rgb)
+    if grainy > finder.MAX_GRAIN:
+        raise UnusableImage(
+            "This picture is random grain, like noise, not a microscope photograph of a blood "
+            "smear; please upload a photograph of a stained smear."
+        )
+    if grainy < finder.MIN_GRAIN:
+        raise UnusableImage(
+            "This picture is made of perfectly flat colours, like a drawing or a chart, not a "
+            "microscope photograph of a blood smear; please upload a photograph of a stained smear."
+        )
     return x, cell
 
 

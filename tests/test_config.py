@@ -43,7 +43,8 @@ def test_derived_values_are_resolved_and_older_records_still_load():
     chosen = TrainConfig(arch="hybrid", data="d", seed=4, weights="none")
     assert chosen.image_size == 299 and chosen.split_seed == 4 and chosen.weights is None
     record = {**dataclasses.asdict(chosen), "retired_option": True}
-    del record["stain_augment"]  # a run older than the option
+    for older in ("stain_augment", "stain_spread", "focus_blur"):  # a run older than these options
+        del record[older]
     assert config.stored(record) == chosen
 
 
@@ -59,6 +60,7 @@ def test_importing_the_configuration_loads_no_keras():
         {},
         {"image_size": 120, "crop": 0.67, "epochs": 48, "name": "a b"},
         {"framing": True, "stain_augment": True, "augment": False, "weights": "imagenet", "seed": 3},
+        {"framing": True, "stain_augment": True, "stain_spread": 0.3, "focus_blur": 4},
     ],
 )
 def test_a_configs_command_line_gives_the_config_back(values):

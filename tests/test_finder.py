@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bloodcell import finder, images
+from bloodcell import finder, images, noncells
 from tests.conftest import POOL, needs_pool
 
 BEIGE = (250, 226, 200)
@@ -146,3 +146,26 @@ def test_a_single_cells_picture_is_not_a_field():
     # the same smear enlarged to a camera's 640x480 frame is one; a small 4:3 crop is not
     assert finder.survey(scaled(smear(), 1.6)[80:560, :]).is_field
     assert not finder.survey(smear()[50:350, :]).is_field
+
+
+@pytest.mark.parametrize("kind, words", [("noise", "random grain"), ("shapes", "perfectly flat colours")])
+def test_pictures_that_are_no_photograph_are_refused_in_a_sentence(kind, words):
+    for picture in noncells.non_cells(seed=2, each=5)[kind]:
+        for framing in (False, True):
+            with pytest.raises(images.UnusableImage, match=words):
+                images.prepare(picture, 64, framing=framing)
+
+
+def test_a_generated_smear_has_a_photographs_grain():
+    assert finder.MIN_GRAIN < finder.grain(smear()) < finder.MAX_GRAIN
+    images.prepare(smear(), 64, framing=True)
+
+
+@needs_pool
+def test_real_cell_pictures_of_three_laboratories_have_a_photographs_grain():
+    external = POOL.parent / "external-dev"
+    pictures = sorted(POOL.glob("*/*"))[::50] + sorted(external.glob("*/*/*.jpg"))
+    grains = [finder.grain(images.read_image(path)) for path in pictures]
+    assert len(grains) > 200
+    # well inside the limits
+    assert min(grains) > 2.5 * finder.MIN_GRAIN and max(grains) < 0.5 * finder.MAX_GRAIN

@@ -148,6 +148,21 @@ def test_augment_changes_training_batches_only_and_keeps_pixels_in_range():
     assert not np.allclose(seen, again), "two draws gave the same augmentation"
 
 
+def test_more_focus_blur_passes_take_more_detail_from_the_blurred_pictures():
+    """Blurry optics (another lab's, or a small picture enlarged) must be seen in training, or
+    the model learns blur as a class: a framed platelet is an enlarged, blurred picture."""
+    from scipy import ndimage
+
+    texture = np.random.default_rng(0).integers(0, 256, (512, 24, 24, 3)).astype(np.uint8)
+
+    def detail(blur):
+        seen = np.asarray(augment.Augment(seed=5, stain=True, blur=blur)(texture, training=True))
+        return np.sort([ndimage.laplace(grey).std() for grey in seen.mean(axis=-1)])[:16].mean()
+
+    one, two, four = detail(1), detail(2), detail(4)
+    assert four < two < one and four < 0.88 * one, (one, two, four)  # camera noise sets a floor
+
+
 def test_batches_cover_every_image_once_per_epoch_in_a_new_order():
     x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
     y = np.eye(2, dtype=np.float32)[np.array([0] * 7 + [1] * 3)]
