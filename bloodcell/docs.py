@@ -75,6 +75,16 @@ ABLATIONS = (
         ["gpu-cnn128-framed-stain"],
         ["gpu-cnngn128-framed-stain"],
     ),
+    (
+        "wider stain mixing, 0.3 and 0.45 instead of 0.15 (128 px, framed, GPU; GroupNorm also 160 epochs)",
+        ["gpu-cnn128-framed-stain", "gpu-cnngn128-framed-stain"],
+        [
+            "gpu-cnn128-spread30",
+            "gpu-cnngn128-spread30",
+            "gpu-cnngn128-spread45",
+            "gpu-cnngn128-spread30-e160",
+        ],
+    ),
 )
 # runs whose validation accuracy with BatchNorm statistics recomputed on clean training pictures
 # is set against their moving averages (history.csv)

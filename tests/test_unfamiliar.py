@@ -40,7 +40,7 @@ def test_damaged_cells_are_measured_and_swapped_colours_flagged():
     assert result["cells"] == 40 and set(robustness.DAMAGES) <= set(result)
     for name in robustness.DAMAGES:
         shares = result[name]
-        assert sum(shares[s] for s in ("confident", "review", "unfamiliar")) == pytest.approx(1)
+        assert sum(shares[s] for s in ("confident", "review", "unfamiliar", "refused")) == pytest.approx(1)
         assert shares["confident_but_wrong"] <= 1 - shares["accuracy"] + 1e-9
     assert result["none"]["accuracy"] >= 0.9 and result["none"]["confident_but_wrong"] <= 0.05
     assert result["swapped colour channels"]["unfamiliar"] >= 0.9
