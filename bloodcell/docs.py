@@ -91,6 +91,11 @@ ABLATIONS = (
         ["gpu-cnn128-framed-stain"],
         ["cpu-cnn128-framed-stain-blur4"],
     ),
+    (
+        "focus blur of up to 4 passes (GroupNorm, 80 px, framed, stain, 32 epochs, CPU)",
+        ["cpu-cnngn80-framed2-stain-e32"],
+        ["cpu-cnngn80-framed2-stain-blur4-e32"],
+    ),
 )
 # runs whose validation accuracy with BatchNorm statistics recomputed on clean training pictures
 # is set against their moving averages (history.csv)
