@@ -132,8 +132,9 @@ def test_crosslab_command_scores_each_set_in_each_setting(served_model, tmp_path
     assert result["sets"]["lab_a"]["5_labelled"]["n"] == 14
     assert result["sets"]["lab_b"]["5_labelled"]["labelled"] == {"basophil": 3, "lymphocyte": 5}
     assert "| lab_a | label free | 24 |" in done.stdout
-    # this model has no familiarity model and does not frame: it flags and refuses no non-cell
-    assert result["sets"]["lab_a"]["label_free"]["non_cells_flagged"] == 0.0
+    # this model has no familiarity model and does not frame: of the four kinds of non-cells, it
+    # refuses only the two that are no photograph (noise, drawn shapes)
+    assert result["sets"]["lab_a"]["label_free"]["non_cells_flagged"] == 0.5
     assert served_model.read_json("crosslab.json") == result  # kept with the run
     compared = bloodcell("crosslab", "--compare", served_model.id, env=env)
     assert compared.returncode == 0, compared.stderr
