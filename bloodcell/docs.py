@@ -285,8 +285,9 @@ def _ablation_section(every: list[runs.Run]) -> str:
         "neither more epochs, more pixels nor more depth moved the CPU recipe further; the same "
         "command and seed reproduce a run's accuracy (TensorFlow's CPU kernels do not add up in a "
         "fixed order, so the weights are not bit-identical). For other laboratories (next "
-        "sections), wider stain mixing did not help; focus blur made framed models robust to "
-        "softer optics (`robustness`: a blurred PBC cell is no longer taken for a platelet).",
+        "sections), wider stain mixing did not help; focus blur let framed models answer mildly "
+        "blurred cells as well as sharp ones (before, many were taken for platelets; see "
+        "Damaged pictures, by run), while heavy blur still misleads them.",
         "",
     ]
     return "\n".join(lines)

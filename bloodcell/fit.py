@@ -97,18 +97,22 @@ def _batches(x, targets, batch_size: int, shuffle: bool = False, seed: int = 0, 
     return Batches(x, targets, batch_size, shuffle, seed, weights=weights)
 
 
-def with_augmentation(model, config: TrainConfig):
-    """The model behind random augmentation: what is fitted; `model` alone is what is served."""
-    if not config.augment:
-        return model
-    size = config.image_size
-    augment = Augment(
+def _augmentation(config: TrainConfig) -> Augment:
+    return Augment(
         seed=config.seed,
         stain=config.stain_augment,
         spread=config.stain_spread,
         blur=config.focus_blur,
         dtype="float32",
     )
+
+
+def with_augmentation(model, config: TrainConfig):
+    """The model behind random augmentation: what is fitted; `model` alone is what is served."""
+    if not config.augment:
+        return model
+    size = config.image_size
+    augment = _augmentation(config)
     return keras.Sequential([keras.Input((size, size, 3), name="image"), augment, model], name="trainer")
 
 
@@ -123,17 +127,7 @@ def _fit_supcon(config, train: Part, val: Part, n_classes: int, run, log):
     projection = keras.Sequential(
         [keras.layers.Dense(256, activation="relu"), keras.layers.Dense(128)], name="projection"
     )
-    view = (
-        Augment(
-            seed=config.seed,
-            stain=config.stain_augment,
-            spread=config.stain_spread,
-            blur=config.focus_blur,
-            dtype="float32",
-        )(image)
-        if config.augment
-        else image
-    )
+    view = _augmentation(config)(image) if config.augment else image
     pretrain = keras.Model(image, projection(encoder(view)), name="supcon_pretrain")
     batch_size = config.batch_size * distribute.replicas()
     steps = -(-len(train.y) // batch_size)
