@@ -168,7 +168,7 @@ def test_evaluate_scores_an_ensemble_on_the_test_split_its_models_share(tiny_dat
     dataset = tested.images(datasets.discover(tiny_dataset), small)
     classifiers = [Classifier(run) for run in (small, large)]
     mean = np.mean(
-        [c.analyse(datasets.load_arrays(dataset, c.image_size, cache=False)[0])[0] for c in classifiers],
+        [c.analyse(np.stack([c.inputs(file) for file in dataset.files]))[0] for c in classifiers],
         axis=0,
     )
     classes = classifiers[0].classes
@@ -278,3 +278,27 @@ def test_train_options_parse_into_the_config_they_declare():
     )
     assert from_arguments(args) == TrainConfig(arch="cnn", data="d", augment=False, epochs=3)
     assert args.set_default is False
+
+
+def test_evaluate_feeds_a_framing_model_the_cells_it_finds(framed_model, tiny_dataset, capsys):
+    import numpy as np
+
+    from bloodcell import cli, datasets, evaluation, images
+    from bloodcell.predictor import Classifier
+
+    assert cli.main(["evaluate", "--data", str(tiny_dataset)]) == 0
+    result = json.loads(capsys.readouterr().out)
+
+    classifier = Classifier(framed_model)
+    dataset = datasets.discover(tiny_dataset)
+    framed, labels = [], []
+    for file, y in zip(dataset.files, dataset.labels, strict=True):
+        try:
+            framed.append(classifier.inputs(file))
+        except images.UnusableImage:  # no stained cell found: `evaluate` skips it too
+            continue
+        labels.append(classifier.classes.index(dataset.classes[y]))
+    assert len(labels) == result["n"] > 0
+    framed = np.stack(framed)
+    expected = evaluation.metrics(labels, classifier.analyse(framed)[0], classifier.classes)
+    assert result["confusion_matrix"] == expected["confusion_matrix"]
