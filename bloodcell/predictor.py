@@ -116,6 +116,12 @@ class Classifier:
         self.classes: tuple[str, ...] = tuple(record["classes"])
         self.image_size: int = int(record["image_size"])
         self.framing: bool = bool(record.get("framing"))
+        if self.framing and record["framing"] != finder.VERSION:
+            raise runs.RunError(
+                f"Run {run.id} learnt from cells framed the way bloodcell's finder did in its version "
+                f"{record['framing']}; this one frames them as in version {finder.VERSION}, which the "
+                "model would misread. Train it again, or serve it with the bloodcell it was trained with."
+            )
         self.temperature: float = float(record.get("temperature", 1.0))
         self.review_below: float = float(record.get("review_below", REVIEW_BELOW))
         stored = run.familiarity()

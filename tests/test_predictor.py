@@ -41,6 +41,14 @@ def test_bfloat16_serving_computes_in_bfloat16_and_agrees_with_float32(served_mo
     assert not np.array_equal(p_fast, p_exact)  # it really computed in 16 bits
 
 
+def test_a_model_framed_by_another_finder_version_is_not_served(framed_model):
+    from bloodcell import finder, runs
+
+    framed_model.update(framing=finder.VERSION - 1)
+    with pytest.raises(runs.RunError, match="Train it again"):
+        Classifier.load(framed_model.id)
+
+
 def test_a_framing_model_answers_the_cell_it_finds_and_says_when_there_is_none(framed_model):
     from PIL import Image
 
