@@ -359,6 +359,14 @@ def configured() -> dict[str, Path]:
     return found
 
 
+COMPACT = "compact.json"
+
+
+def compacted(root: str | Path) -> dict | None:
+    """How a compact copy at `root` was made (see `compact_copy`), or None for original pictures."""
+    return storage.read_optional(Path(root) / COMPACT)
+
+
 def compact_copy(
     dataset: Dataset, out: str | Path, size: int, framing: bool = False, quality: int = 90
 ) -> int:
@@ -366,8 +374,14 @@ def compact_copy(
     under the same class folders and names: a copy small enough to send to a lent accelerator.
 
     Same names and, for equal originals, equal bytes, hence the same split; `rescore --data`
-    scores a run trained on the copy on the originals. Returns the bytes written."""
+    scores a run trained on the copy on the originals. How the copy was made is kept beside
+    its class folders (`COMPACT`), for the records of runs trained on it. Returns the bytes
+    written."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    made = {"from": str(dataset.root.resolve()), "fingerprint": dataset.fingerprint, "image_size": size}
+    made |= {"framing": finder.VERSION if framing else None, "quality": quality}
+    storage.write_json(out / COMPACT, made)
 
     def write(i: int) -> int:
         file = dataset.files[i]

@@ -76,6 +76,7 @@ def _train(config: TrainConfig, log, on_run, resume, placement, policy: str, roo
                 "root": str(Path(config.data).resolve()),
                 "fingerprint": dataset.fingerprint,
                 "counts": {c: int((dataset.labels == i).sum()) for i, c in enumerate(dataset.classes)},
+                "compact_copy_of": datasets.compacted(config.data),
             },
             "split": {k: len(v) for k, v in index.items()},
             "parameters": int(probe.count_params()),

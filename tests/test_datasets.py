@@ -190,3 +190,12 @@ def test_a_compact_copy_keeps_names_split_and_the_loaders_pixels(tiny_dataset, t
     first = np.asarray(Image.open(copy.files[0]).convert("RGB"), dtype=int)
     assert first.shape == (32, 32, 3)
     assert np.abs(first - images.load(original.files[0], 32)).mean() < 4  # WebP keeps the loader's pixels
+    made = datasets.compacted(out)  # kept for the records of runs trained on the copy
+    assert made == {
+        "from": str(original.root.resolve()),
+        "fingerprint": original.fingerprint,
+        "image_size": 32,
+        "framing": None,
+        "quality": 90,
+    }
+    assert datasets.compacted(tiny_dataset) is None

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = [c for c in dataset.classes if c not in first.classes]
     if unknown:
         raise ValueError(f"The model was not trained on {', '.join(unknown)}; remove those folders.")
-    arrays = [datasets.load_arrays(dataset, c.image_size, cache=False, framing=c.framing) for c in classifiers]
+    # each model's own input path: its size, and the cell framed if it learnt from framed cells
+    arrays = [datasets.load_arrays(dataset, c.image_size, False, c.framing) for c in classifiers]
     readable = np.logical_and.reduce([ok for _, ok in arrays])
     for path in (f for f, ok in zip(dataset.files, readable, strict=True) if not ok):
         print(f"skipped unreadable file {path}", file=sys.stderr)
