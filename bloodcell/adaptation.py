@@ -240,7 +240,7 @@ def crosslab(
     for folder in folders:
         lab = read_lab(folder, classifier)
         row = {"zero_shot": scored(classifier, lab)}
-        if len(lab.x) >= MIN_LAB_CELLS:
+        if len(lab.x) >= MIN_LAB_CELLS and classifier.adapts_without_labels:
             row["label_free"] = scored(classifier.adapted(lab.x), lab)
         for k in shots:
             labelled, rest = _take_shots(lab.labels, k, seed)

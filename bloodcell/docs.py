@@ -355,7 +355,8 @@ def _crosslab_section(every: list[runs.Run]) -> str:
         [
             "## Cells from other laboratories",
             "",
-            "Balanced accuracy over the classes each set has, zero-shot, adapted without labels, and "
+            "Balanced accuracy over the classes each set has, zero-shot, adapted without labels (its "
+            "BatchNorm statistics; `-` for GroupNorm models, which have none), and "
             "adapted with a few labelled cells per class (taken out of the scored cells); and the "
             "share of cells answered `unfamiliar` zero-shot. Measured with `python -m bloodcell "
             "crosslab ../shared/data/external-dev/munich_aml_lmu ../shared/data/external-dev/raabin_wbc "

@@ -27,6 +27,10 @@ FIELD_NOTE = (
     "This picture looks like a microscope field with several cells, not one cell's picture: "
     "the cell nearest the centre was answered; use field mode to answer every cell."
 )
+NOTHING_TO_ADAPT = (
+    "This model normalises each picture by itself and keeps no statistics of its training "
+    "pictures to replace with a laboratory's, so adapting without labels would change nothing."
+)
 
 
 @dataclass
@@ -91,6 +95,14 @@ def dihedral(batch: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray(np.rot90(b, k, axes=(1, 2))) for b in (batch, flipped) for k in range(4)]
 
 
+def _batch_norms(model) -> list:
+    import keras
+
+    from bloodcell import archs
+
+    return [layer for layer in archs.all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def _compute_in_bfloat16(model) -> None:
     """Switch a loaded float32 model to Keras' mixed bfloat16 policy, layer by layer, except the
     layers built to stay float32 (logits and softmax)."""
@@ -148,7 +160,8 @@ class Classifier:
         """This classifier adapted, without labels, to the laboratory of the cells `x` (model
         inputs, at least `MIN_LAB_CELLS`): its BatchNorm statistics are those of these cells
         instead of the training pictures' (AdaBN, Li et al. 2016), so another lab's stain and
-        camera shift what every layer sees back to what it learnt on. The original is untouched."""
+        camera shift what every layer sees back to what it learnt on. The original is untouched;
+        a model without BatchNorm comes back as a copy, `adapted_to` 0."""
         import keras
 
         if len(x) < minimum:
@@ -159,18 +172,23 @@ class Classifier:
 
         model = keras.models.clone_model(self.model)
         model.set_weights(self.model.get_weights())
-        norms = [
-            layer for layer in archs.all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
-        ]
+        norms = _batch_norms(model)
         for layer in norms:
             layer.momentum = 0.0  # the statistics of this one batch replace the stored ones
-        model(x[:MAX_LAB_CELLS], training=True)
+        if norms:
+            model(x[:MAX_LAB_CELLS], training=True)
         for layer in norms:
             layer.momentum = archs.BN_MOMENTUM
         adapted = copy.copy(self)
         adapted._bind(model)
-        adapted.adapted_to = len(x)
+        adapted.adapted_to = len(x) if norms else 0
         return adapted
+
+    @property
+    def adapts_without_labels(self) -> bool:
+        """Whether `adapted` changes anything: only BatchNorm keeps statistics of the training
+        pictures; a model that normalises each picture by itself (GroupNorm) has none."""
+        return bool(_batch_norms(self.model))
 
     @classmethod
     def load(cls, ref: str | None = None, bfloat16: bool = False) -> "Classifier":
@@ -225,6 +243,8 @@ class Classifier:
                 self._answer(*_unzip(waiting))
                 waiting = []
         answering = self
+        if adapt and not self.adapts_without_labels:
+            raise ValueError(NOTHING_TO_ADAPT)
         if adapt:
             answering = self.adapted(np.stack([x for _, x in waiting]) if waiting else np.zeros(0))
         if waiting:

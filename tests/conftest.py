@@ -85,7 +85,7 @@ def tiny_dataset(tmp_path) -> Path:
     return root
 
 
-def _serve(**record):
+def _serve(arch: str = "cnn", **record):
     """An untrained 32 px model stored as a finished default run in the private artifacts."""
     import streamlit as st
 
@@ -95,14 +95,14 @@ def _serve(**record):
     run = runs.create(
         "served",
         {
-            "arch": "cnn",
+            "arch": arch,
             "classes": list(CLASSES),
             "image_size": 32,
             "split": {"train": 1, "val": 1, "test": 1},
             **record,
         },
     )
-    run.save_model(archs.build("cnn", len(CLASSES), input_size=32))
+    run.save_model(archs.build(arch, len(CLASSES), input_size=32))
     run.update(status="finished")
     runs.set_default(run.id)
     st.cache_resource.clear()

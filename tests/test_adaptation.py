@@ -55,6 +55,23 @@ def test_predict_with_adapt_answers_every_picture_of_the_batch(served_model):
     assert all(abs(sum(a.probabilities.values()) - 1) < 1e-5 for a in answers[:-1])
 
 
+def test_a_model_without_batchnorm_says_label_free_adaptation_would_change_nothing(artifacts, tmp_path):
+    from tests.conftest import _serve, encode
+
+    classifier = Classifier(_serve("cnn-gn"))
+    assert not classifier.adapts_without_labels
+    sources = [(f"c{i}.png", encode(cell_image(i % 8, size=48, seed=i))) for i in range(MIN_LAB_CELLS)]
+    with pytest.raises(ValueError, match="would change nothing"):
+        classifier.predict(sources, adapt=True)
+    # with labels it still adapts (its last layer), and cross-lab scoring leaves label-free out
+    folder = lab_folder(tmp_path / "lab", {"eosinophil": 12, "monocyte": 12})
+    lab = adaptation.read_lab(folder, classifier)
+    adapted, _ = adaptation.fine_tuned(classifier, lab.x, lab.labels)
+    assert adapted.adapted_to == 0 and adapted.model is not classifier.model
+    row = adaptation.crosslab(classifier, [folder], shots=[5])["sets"]["lab"]
+    assert "label_free" not in row and "5_labelled" in row
+
+
 def test_fine_tuning_learns_the_labs_classes_and_stays_near_the_model(served_model, tmp_path):
     classifier = Classifier.load()
     lab = adaptation.read_lab(lab_folder(tmp_path / "lab", {"eosinophil": 10, "monocyte": 10}), classifier)
