@@ -12,7 +12,8 @@ def test_serving_benchmark_reports_every_figure(served_model):
     result = benchmark.serving([encode(cell_image(k)) for k in range(3)], repeats=3)
     assert result["model"] == served_model.id
     assert result["one_image_from_bytes"]["median_ms"] > 0 and result["heat_map"]["p95_ms"] > 0
-    assert result["one_image_model_only"]["median_ms"] <= result["one_image_from_bytes"]["p95_ms"]
+    for figure in ("one_image_from_bytes", "one_image_model_only", "heat_map"):  # order, not speed
+        assert 0 < result[figure]["median_ms"] <= result[figure]["p95_ms"]
     assert result["batch_images_per_second"] > 0 and result["load_seconds"] > 0
     assert set(result["finder"]) == {"framed", "resized"} and result["framing"] is False
 
