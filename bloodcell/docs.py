@@ -96,6 +96,11 @@ ABLATIONS = (
         ["cpu-cnngn80-framed2-stain-e32"],
         ["cpu-cnngn80-framed2-stain-blur4-e32"],
     ),
+    (
+        "72 epochs instead of 48 (128 px, framed, stain, focus blur 4, CPU)",
+        ["cpu-cnn128-framed-stain-blur4"],
+        ["cpu-cnn128-framed-stain-blur4-e72"],
+    ),
 )
 # runs whose validation accuracy with BatchNorm statistics recomputed on clean training pictures
 # is set against their moving averages (history.csv)
