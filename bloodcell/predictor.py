@@ -229,6 +229,8 @@ class Classifier:
 
         With `adapt`, the pictures are taken as cells of one laboratory and the model is first
         adapted to them (`adapted`; at least `MIN_LAB_CELLS` usable pictures)."""
+        if adapt and not self.adapts_without_labels:
+            raise ValueError(NOTHING_TO_ADAPT)
         answers = [Prediction(name) for name, _ in sources]
         waiting: list[tuple[Prediction, np.ndarray]] = []
         # the model answers a batch while the threads go on reading the next pictures
@@ -243,8 +245,6 @@ class Classifier:
                 self._answer(*_unzip(waiting))
                 waiting = []
         answering = self
-        if adapt and not self.adapts_without_labels:
-            raise ValueError(NOTHING_TO_ADAPT)
         if adapt:
             answering = self.adapted(np.stack([x for _, x in waiting]) if waiting else np.zeros(0))
         if waiting:
