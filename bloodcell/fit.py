@@ -112,8 +112,8 @@ def with_augmentation(model, config: TrainConfig):
     if not config.augment:
         return model
     size = config.image_size
-    augment = _augmentation(config)
-    return keras.Sequential([keras.Input((size, size, 3), name="image"), augment, model], name="trainer")
+    image = keras.Input((size, size, 3), name="image")
+    return keras.Sequential([image, _augmentation(config), model], name="trainer")
 
 
 def _fit_supcon(config, train: Part, val: Part, n_classes: int, run, log):

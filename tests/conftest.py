@@ -123,6 +123,12 @@ def framed_model(artifacts):
     return _serve(framing=finder.VERSION)
 
 
+@pytest.fixture
+def groupnorm_model(artifacts):
+    """An untrained 32 px GroupNorm model (no BatchNorm statistics), the default run."""
+    return _serve("cnn-gn")
+
+
 def awkward_inputs() -> dict[str, tuple[bytes, str | None]]:
     """File name -> (bytes, None if it must be classified, else words its refusal must hold):
     every kind of awkward or bad input of the trust issue, generated."""

@@ -55,10 +55,10 @@ def test_predict_with_adapt_answers_every_picture_of_the_batch(served_model):
     assert all(abs(sum(a.probabilities.values()) - 1) < 1e-5 for a in answers[:-1])
 
 
-def test_a_model_without_batchnorm_says_label_free_adaptation_would_change_nothing(artifacts, tmp_path):
-    from tests.conftest import _serve, encode
+def test_a_model_without_batchnorm_says_label_free_adaptation_would_change_nothing(groupnorm_model, tmp_path):
+    from tests.conftest import encode
 
-    classifier = Classifier(_serve("cnn-gn"))
+    classifier = Classifier(groupnorm_model)
     assert not classifier.adapts_without_labels
     sources = [(f"c{i}.png", encode(cell_image(i % 8, size=48, seed=i))) for i in range(MIN_LAB_CELLS)]
     with pytest.raises(ValueError, match="would change nothing"):
